@@ -1,0 +1,103 @@
+//! Agent request and response shapes.
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use validator::{Validate, ValidationError};
+
+use super::queries::AgentRecord;
+use crate::domain::{validate_http_url, validate_vendor_id};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErpType {
+    Ebp,
+    Sage,
+    Odoo,
+    Custom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentHealth {
+    Online,
+    Degraded,
+    Offline,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[validate(schema(function = "validate_token"))]
+pub struct RegisterAgent {
+    #[validate(custom(function = "validate_vendor_id"))]
+    pub vendor_id: String,
+    /// Absolute http(s) URL erp-sync calls the agent at.
+    #[validate(custom(function = "validate_http_url"))]
+    pub agent_url: String,
+    pub erp_type: ErpType,
+    /// The agent's bearer token, at least 16 characters. Stored only as a bcrypt hash.
+    #[schema(value_type = String, min_length = 16)]
+    pub auth_token: SecretString,
+    #[validate(length(min = 1, max = 50))]
+    pub version: Option<String>,
+}
+
+/// `authToken` is a secret, so it is checked here rather than by a field rule (which would
+/// copy the value into the error).
+fn validate_token(request: &RegisterAgent) -> Result<(), ValidationError> {
+    let len = request.auth_token.expose_secret().chars().count();
+    if (16..=256).contains(&len) {
+        Ok(())
+    } else {
+        Err(ValidationError::new("authToken")
+            .with_message("authToken must be 16-256 characters".into()))
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    #[validate(custom(function = "validate_vendor_id"))]
+    pub vendor_id: String,
+    #[validate(length(min = 1, max = 50))]
+    pub version: Option<String>,
+}
+
+/// An agent as the API shows it: never its token or hash.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentView {
+    pub id: Uuid,
+    pub vendor_id: String,
+    pub agent_url: String,
+    pub erp_type: String,
+    /// Health computed from the last heartbeat (degraded after 60 s, offline after 300 s).
+    pub status: AgentHealth,
+    /// Status as last stored by a heartbeat or the health sweep.
+    pub stored_status: String,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub version: Option<String>,
+    pub deregistered_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl AgentView {
+    pub fn from_record(record: AgentRecord, health: AgentHealth) -> Self {
+        Self {
+            id: record.id,
+            vendor_id: record.vendor_id,
+            agent_url: record.agent_url,
+            erp_type: record.erp_type,
+            status: health,
+            stored_status: record.status,
+            last_heartbeat: record.last_heartbeat,
+            version: record.version,
+            deregistered_at: record.deregistered_at,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `agent_registry` repository (plan Task 3): set-based SQL, one statement per operation.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AgentRecord {
+    pub id: Uuid,
+    pub vendor_id: String,
+    pub agent_url: String,
+    pub erp_type: String,
+    pub status: String,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub version: Option<String>,
+    pub auth_token_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deregistered_at: Option<DateTime<Utc>>,
+}
+
+pub struct NewAgent<'a> {
+    pub vendor_id: &'a str,
+    pub agent_url: &'a str,
+    pub erp_type: &'a str,
+    pub version: Option<&'a str>,
+    pub auth_token_hash: &'a str,
+}
+
+const COLUMNS: &str = "id, vendor_id, agent_url, erp_type, status, last_heartbeat, version, \
+                       auth_token_hash, created_at, updated_at, deregistered_at";
+
+/// Inserts or replaces the agent of a vendor; `true` when the row is new. Re-registering
+/// clears a deregistration; the status stays as the heartbeats make it.
+pub async fn upsert(
+    db: impl PgExecutor<'_>,
+    agent: &NewAgent<'_>,
+) -> sqlx::Result<(AgentRecord, bool)> {
+    let sql = format!(
+        "INSERT INTO agent_registry (vendor_id, agent_url, erp_type, version, auth_token_hash)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (vendor_id) DO UPDATE SET
+             agent_url = excluded.agent_url,
+             erp_type = excluded.erp_type,
+             version = COALESCE(excluded.version, agent_registry.version),
+             auth_token_hash = excluded.auth_token_hash,
+             deregistered_at = NULL,
+             updated_at = now()
+         RETURNING {COLUMNS}, (xmax = 0) AS inserted"
+    );
+    let row: AgentWithInserted = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(agent.vendor_id)
+        .bind(agent.agent_url)
+        .bind(agent.erp_type)
+        .bind(agent.version)
+        .bind(agent.auth_token_hash)
+        .fetch_one(db)
+        .await?;
+    Ok((row.agent, row.inserted))
+}
+
+#[derive(sqlx::FromRow)]
+struct AgentWithInserted {
+    #[sqlx(flatten)]
+    agent: AgentRecord,
+    inserted: bool,
+}
+
+pub async fn find_by_vendor_id(
+    db: impl PgExecutor<'_>,
+    vendor_id: &str,
+) -> sqlx::Result<Option<AgentRecord>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agent_registry WHERE vendor_id = $1"
+    )))
+    .bind(vendor_id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn find_all(db: &PgPool) -> sqlx::Result<Vec<AgentRecord>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agent_registry ORDER BY vendor_id"
+    )))
+    .fetch_all(db)
+    .await
+}
+
+/// Agents that may be called: registered and not offline.
+pub async fn find_active(db: &PgPool) -> sqlx::Result<Vec<AgentRecord>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agent_registry
+         WHERE deregistered_at IS NULL AND status <> 'offline' ORDER BY vendor_id"
+    )))
+    .fetch_all(db)
+    .await
+}
+
+/// Records a heartbeat; `None` when the vendor has no active agent.
+pub async fn update_heartbeat(
+    db: impl PgExecutor<'_>,
+    vendor_id: &str,
+    version: Option<&str>,
+) -> sqlx::Result<Option<AgentRecord>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE agent_registry
+         SET last_heartbeat = now(), status = 'online',
+             version = COALESCE($2, version), updated_at = now()
+         WHERE vendor_id = $1 AND deregistered_at IS NULL
+         RETURNING {COLUMNS}"
+    )))
+    .bind(vendor_id)
+    .bind(version)
+    .fetch_optional(db)
+    .await
+}
+
+/// A status change made by [`demote_stale`].
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StatusChange {
+    pub vendor_id: String,
+    pub previous_status: String,
+    pub status: String,
+}
+
+/// Agents whose last heartbeat is older than a threshold, as of `now`, with the status they
+/// should have. Read-only (the plan's `findStale`).
+pub async fn find_stale(
+    db: &PgPool,
+    now: DateTime<Utc>,
+    degraded_after: chrono::Duration,
+    offline_after: chrono::Duration,
+) -> sqlx::Result<Vec<StatusChange>> {
+    sqlx::query_as(
+        "SELECT vendor_id, status AS previous_status,
+                CASE WHEN last_heartbeat IS NULL OR last_heartbeat < $2 THEN 'offline' ELSE 'degraded' END AS status
+         FROM agent_registry
+         WHERE deregistered_at IS NULL AND (last_heartbeat IS NULL OR last_heartbeat < $3)
+         ORDER BY vendor_id",
+    )
+    .bind(now)
+    .bind(now - offline_after)
+    .bind(now - degraded_after)
+    .fetch_all(db)
+    .await
+}
+
+/// Moves every agent whose heartbeat is too old one way only (online → degraded → offline)
+/// in one statement, and returns what changed. A heartbeat is the only way back up.
+pub async fn demote_stale(
+    db: &PgPool,
+    now: DateTime<Utc>,
+    degraded_after: chrono::Duration,
+    offline_after: chrono::Duration,
+) -> sqlx::Result<Vec<StatusChange>> {
+    sqlx::query_as(
+        "WITH computed AS (
+             SELECT id, status AS previous_status,
+                    CASE WHEN last_heartbeat IS NULL OR last_heartbeat < $1 THEN 'offline'
+                         WHEN last_heartbeat < $2 THEN 'degraded'
+                         ELSE 'online' END AS status
+             FROM agent_registry
+             WHERE deregistered_at IS NULL
+             FOR UPDATE
+         )
+         UPDATE agent_registry a
+         SET status = c.status, updated_at = now()
+         FROM computed c
+         WHERE a.id = c.id
+           AND (c.status = 'offline' AND c.previous_status <> 'offline'
+                OR c.status = 'degraded' AND c.previous_status = 'online')
+         RETURNING a.vendor_id, c.previous_status, a.status",
+    )
+    .bind(now - offline_after)
+    .bind(now - degraded_after)
+    .fetch_all(db)
+    .await
+}
+
+/// Soft removal: offline, token refused until an admin registers the agent again.
+pub async fn deregister(
+    db: impl PgExecutor<'_>,
+    vendor_id: &str,
+) -> sqlx::Result<Option<AgentRecord>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE agent_registry
+         SET status = 'offline', deregistered_at = COALESCE(deregistered_at, now()), updated_at = now()
+         WHERE vendor_id = $1
+         RETURNING {COLUMNS}"
+    )))
+    .bind(vendor_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Hard removal (the plan's `deleteByVendorId`); the HTTP API only deregisters.
+pub async fn delete_by_vendor_id(db: impl PgExecutor<'_>, vendor_id: &str) -> sqlx::Result<bool> {
+    let result = sqlx::query("DELETE FROM agent_registry WHERE vendor_id = $1")
+        .bind(vendor_id)
+        .execute(db)
+        .await?;
+    Ok(result.rows_affected() > 0)
+}

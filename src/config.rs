@@ -1,0 +1,451 @@
+//! Settings, read once at start-up from defaults, then `.env` (loaded by `main`), then the
+//! process environment. Every value is validated here so the rest of the code never re-checks;
+//! an invalid value stops the process with a message naming the variable.
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use axum::http::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {message}")]
+    Invalid { var: String, message: String },
+    #[error("configuration could not be read: {0}")]
+    Unreadable(#[from] config::ConfigError),
+}
+
+impl ConfigError {
+    fn invalid(var: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            var: var.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The environment variable at fault, when there is one.
+    pub fn variable(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { var, .. } => Some(var),
+            Self::Unreadable(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// Validated settings. Secrets are `SecretString`, so `Debug` prints `[REDACTED]`.
+#[derive(Clone)]
+pub struct Settings {
+    pub app_env: AppEnv,
+    pub host: String,
+    pub port: u16,
+    pub database_url: SecretString,
+    pub redis_url: SecretString,
+    pub redis_prefix: String,
+    pub api_secret: Option<SecretString>,
+    pub agent_secret: Option<SecretString>,
+    pub slack_webhook_url: Option<SecretString>,
+    pub worker_concurrency: usize,
+    pub order_sync_max_attempts: u32,
+    pub order_sync_backoff: Duration,
+    pub order_sync_callback_timeout: Duration,
+    pub order_sync_sweep_interval: Duration,
+    pub swagger_enabled: bool,
+    pub cors_origins: Vec<HeaderValue>,
+    pub agent_degraded_after: Duration,
+    pub agent_offline_after: Duration,
+    pub register_rate_limit_per_min: u32,
+    pub ingest_rate_limit_per_min: u32,
+    pub ingest_batch_rate_limit_per_min: u32,
+    pub breaker_failure_rate: f64,
+    pub breaker_min_calls: u32,
+    pub breaker_open_for: Duration,
+    pub agent_timeout: Duration,
+    pub db_max_connections: u32,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Connection URLs may embed passwords: print them with the password masked.
+        f.debug_struct("Settings")
+            .field("app_env", &self.app_env)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field(
+                "database_url",
+                &redact_url(self.database_url.expose_secret()),
+            )
+            .field("redis_url", &redact_url(self.redis_url.expose_secret()))
+            .field("redis_prefix", &self.redis_prefix)
+            .field(
+                "api_secret",
+                &self.api_secret.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field(
+                "agent_secret",
+                &self.agent_secret.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field(
+                "slack_webhook_url",
+                &self.slack_webhook_url.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("order_sync_max_attempts", &self.order_sync_max_attempts)
+            .field("order_sync_backoff", &self.order_sync_backoff)
+            .field(
+                "order_sync_callback_timeout",
+                &self.order_sync_callback_timeout,
+            )
+            .field("swagger_enabled", &self.swagger_enabled)
+            .field("cors_origins", &self.cors_origins)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://user:password@host/db` → `scheme://user:***@host/db`.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => "[unparsable url]".to_owned(),
+    }
+}
+
+/// What the environment provides, before validation. All optional: defaults are applied
+/// by the `config` builder, absent secrets stay `None`.
+#[derive(Deserialize)]
+struct Raw {
+    app_env: String,
+    host: String,
+    port: String,
+    database_url: String,
+    redis_url: String,
+    redis_prefix: String,
+    api_secret: Option<String>,
+    agent_secret: Option<String>,
+    slack_webhook_url: Option<String>,
+    worker_concurrency: String,
+    order_sync_max_attempts: String,
+    order_sync_backoff_ms: String,
+    order_sync_callback_timeout_ms: String,
+    order_sync_sweep_interval_ms: String,
+    swagger_enabled: String,
+    cors_origins: String,
+    agent_degraded_after_secs: String,
+    agent_offline_after_secs: String,
+    register_rate_limit_per_min: String,
+    ingest_rate_limit_per_min: String,
+    ingest_batch_rate_limit_per_min: String,
+    breaker_failure_rate: String,
+    breaker_min_calls: String,
+    breaker_open_ms: String,
+    agent_timeout_ms: String,
+    db_max_connections: String,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erp_sync";
+
+const DEFAULTS: &[(&str, &str)] = &[
+    ("app_env", "development"),
+    ("host", "0.0.0.0"),
+    ("port", "3000"),
+    ("database_url", DEFAULT_DATABASE_URL),
+    ("redis_url", "redis://127.0.0.1:6379"),
+    ("redis_prefix", "erp-sync"),
+    ("worker_concurrency", "5"),
+    ("order_sync_max_attempts", "5"),
+    ("order_sync_backoff_ms", "60000"),
+    ("order_sync_callback_timeout_ms", "600000"),
+    ("order_sync_sweep_interval_ms", "30000"),
+    ("swagger_enabled", "false"),
+    ("cors_origins", ""),
+    ("agent_degraded_after_secs", "60"),
+    ("agent_offline_after_secs", "300"),
+    ("register_rate_limit_per_min", "10"),
+    ("ingest_rate_limit_per_min", "30"),
+    ("ingest_batch_rate_limit_per_min", "5"),
+    ("breaker_failure_rate", "0.5"),
+    ("breaker_min_calls", "5"),
+    ("breaker_open_ms", "60000"),
+    ("agent_timeout_ms", "30000"),
+    ("db_max_connections", "20"),
+];
+
+impl Settings {
+    /// Reads the process environment (after `main` has loaded `.env`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(None)
+    }
+
+    /// Reads the given variables instead of the process environment (tests, tools).
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError> {
+        let map = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Self::from_source(Some(map))
+    }
+
+    fn from_source(vars: Option<HashMap<String, String>>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        for (key, value) in DEFAULTS {
+            builder = builder.set_default(*key, *value)?;
+        }
+        let env = config::Environment::default()
+            .try_parsing(false)
+            .source(vars);
+        let raw: Raw = builder.add_source(env).build()?.try_deserialize()?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> Result<Self, ConfigError> {
+        let app_env = match raw.app_env.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" | "test" => AppEnv::Development,
+            "production" | "prod" => AppEnv::Production,
+            other => {
+                return Err(ConfigError::invalid(
+                    "APP_ENV",
+                    format!("must be development or production (got {other:?})"),
+                ));
+            }
+        };
+        let api_secret = secret(raw.api_secret, "API_SECRET", 32)?;
+        let agent_secret = secret(raw.agent_secret, "AGENT_SECRET", 16)?;
+        if app_env == AppEnv::Production {
+            if api_secret.is_none() {
+                return Err(ConfigError::invalid(
+                    "API_SECRET",
+                    "is required when APP_ENV=production",
+                ));
+            }
+            if agent_secret.is_none() {
+                return Err(ConfigError::invalid(
+                    "AGENT_SECRET",
+                    "is required when APP_ENV=production",
+                ));
+            }
+        }
+        let database_url = url_var(
+            "DATABASE_URL",
+            &raw.database_url,
+            &["postgres", "postgresql"],
+        )?;
+        let redis_url = url_var(
+            "REDIS_URL",
+            &raw.redis_url,
+            &["redis", "rediss", "redis+unix"],
+        )?;
+        let slack_webhook_url = match non_empty(raw.slack_webhook_url) {
+            Some(url) => Some(url_var("SLACK_WEBHOOK_URL", &url, &["http", "https"])?),
+            None => None,
+        };
+        let redis_prefix = raw.redis_prefix.trim().to_owned();
+        let prefix_ok = !redis_prefix.is_empty()
+            && redis_prefix.len() <= 64
+            && redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+        if !prefix_ok {
+            return Err(ConfigError::invalid(
+                "REDIS_PREFIX",
+                "must be 1-64 characters of letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        let cors_origins = raw
+            .cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(|origin| {
+                let parsed = url::Url::parse(origin).ok().filter(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/"
+                });
+                parsed
+                    .and_then(|_| HeaderValue::from_str(origin.trim_end_matches('/')).ok())
+                    .ok_or_else(|| {
+                        ConfigError::invalid(
+                            "CORS_ORIGINS",
+                            format!("{origin:?} is not an origin like https://app.example.com"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let degraded = int::<u64>(
+            "AGENT_DEGRADED_AFTER_SECS",
+            &raw.agent_degraded_after_secs,
+            1,
+            86_400,
+        )?;
+        let offline = int::<u64>(
+            "AGENT_OFFLINE_AFTER_SECS",
+            &raw.agent_offline_after_secs,
+            1,
+            86_400,
+        )?;
+        if offline <= degraded {
+            return Err(ConfigError::invalid(
+                "AGENT_OFFLINE_AFTER_SECS",
+                "must be greater than AGENT_DEGRADED_AFTER_SECS",
+            ));
+        }
+        let failure_rate: f64 = raw
+            .breaker_failure_rate
+            .trim()
+            .parse()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r) && *r > 0.0)
+            .ok_or_else(|| {
+                ConfigError::invalid("BREAKER_FAILURE_RATE", "must be a number in (0, 1]")
+            })?;
+
+        Ok(Self {
+            app_env,
+            host: raw.host.trim().to_owned(),
+            port: int("PORT", &raw.port, 0, u16::MAX)?,
+            database_url,
+            redis_url,
+            redis_prefix,
+            api_secret,
+            agent_secret,
+            slack_webhook_url,
+            worker_concurrency: int("WORKER_CONCURRENCY", &raw.worker_concurrency, 1, 20)?,
+            order_sync_max_attempts: int(
+                "ORDER_SYNC_MAX_ATTEMPTS",
+                &raw.order_sync_max_attempts,
+                1,
+                25,
+            )?,
+            order_sync_backoff: millis(
+                "ORDER_SYNC_BACKOFF_MS",
+                &raw.order_sync_backoff_ms,
+                1,
+                86_400_000,
+            )?,
+            order_sync_callback_timeout: millis(
+                "ORDER_SYNC_CALLBACK_TIMEOUT_MS",
+                &raw.order_sync_callback_timeout_ms,
+                10,
+                7 * 86_400_000,
+            )?,
+            order_sync_sweep_interval: millis(
+                "ORDER_SYNC_SWEEP_INTERVAL_MS",
+                &raw.order_sync_sweep_interval_ms,
+                10,
+                3_600_000,
+            )?,
+            swagger_enabled: boolean("SWAGGER_ENABLED", &raw.swagger_enabled)?,
+            cors_origins,
+            agent_degraded_after: Duration::from_secs(degraded),
+            agent_offline_after: Duration::from_secs(offline),
+            register_rate_limit_per_min: int(
+                "REGISTER_RATE_LIMIT_PER_MIN",
+                &raw.register_rate_limit_per_min,
+                1,
+                1_000_000,
+            )?,
+            ingest_rate_limit_per_min: int(
+                "INGEST_RATE_LIMIT_PER_MIN",
+                &raw.ingest_rate_limit_per_min,
+                1,
+                1_000_000,
+            )?,
+            ingest_batch_rate_limit_per_min: int(
+                "INGEST_BATCH_RATE_LIMIT_PER_MIN",
+                &raw.ingest_batch_rate_limit_per_min,
+                1,
+                1_000_000,
+            )?,
+            breaker_failure_rate: failure_rate,
+            breaker_min_calls: int("BREAKER_MIN_CALLS", &raw.breaker_min_calls, 1, 10_000)?,
+            breaker_open_for: millis("BREAKER_OPEN_MS", &raw.breaker_open_ms, 1, 86_400_000)?,
+            agent_timeout: millis("AGENT_TIMEOUT_MS", &raw.agent_timeout_ms, 10, 600_000)?,
+            db_max_connections: int("DB_MAX_CONNECTIONS", &raw.db_max_connections, 2, 1_000)?,
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+
+    /// Every Redis key and queue name this instance uses starts with this.
+    pub fn redis_key(&self, suffix: &str) -> String {
+        format!("{}:{}", self.redis_prefix, suffix)
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn secret(
+    value: Option<String>,
+    var: &str,
+    min_len: usize,
+) -> Result<Option<SecretString>, ConfigError> {
+    match non_empty(value) {
+        None => Ok(None),
+        Some(v) if v.chars().count() < min_len => Err(ConfigError::invalid(
+            var,
+            format!("must be at least {min_len} characters long"),
+        )),
+        Some(v) => Ok(Some(SecretString::from(v))),
+    }
+}
+
+fn url_var(var: &str, value: &str, schemes: &[&str]) -> Result<SecretString, ConfigError> {
+    let value = value.trim();
+    match url::Url::parse(value) {
+        Ok(url) if schemes.contains(&url.scheme()) => Ok(SecretString::from(value.to_owned())),
+        Ok(url) => Err(ConfigError::invalid(
+            var,
+            format!(
+                "scheme {:?} is not one of {}",
+                url.scheme(),
+                schemes.join(", ")
+            ),
+        )),
+        Err(e) => Err(ConfigError::invalid(
+            var,
+            format!("is not a valid URL ({e})"),
+        )),
+    }
+}
+
+fn int<T>(var: &str, value: &str, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(ConfigError::invalid(
+            var,
+            format!("must be an integer between {min} and {max} (got {value:?})"),
+        )),
+    }
+}
+
+fn millis(var: &str, value: &str, min: u64, max: u64) -> Result<Duration, ConfigError> {
+    int(var, value, min, max).map(Duration::from_millis)
+}
+
+fn boolean(var: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::invalid(
+            var,
+            format!("must be true or false (got {value:?})"),
+        )),
+    }
+}

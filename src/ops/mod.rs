@@ -1,0 +1,3 @@
+//! Operations: health, and (later) metrics and scheduled housekeeping.
+
+pub mod health;

@@ -1,0 +1,108 @@
+//! Building and running the service: the same code path for `main` and the tests.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{config::Settings, db, state::AppState};
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to Postgres (creating the database in development), applies migrations,
+    /// binds the port.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = db::connect(&settings).await?;
+        db::migrate(&pool).await?;
+        Self::build_with_pool(settings, pool).await
+    }
+
+    /// As [`build`](Self::build) over an existing, migrated pool (tests).
+    pub async fn build_with_pool(settings: Settings, pool: PgPool) -> anyhow::Result<Self> {
+        let redis = db::Redis::new(&settings)?;
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        let state = AppState::new(settings, pool, redis);
+        Ok(Self { listener, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops taking connections, lets in-flight
+    /// requests finish and waits for the background tasks.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tasks = TaskTracker::new();
+        spawn_housekeeping(&tasks, &self.state, shutdown.clone());
+
+        let address = self.listener.local_addr()?;
+        tracing::info!(%address, "erp-sync listening");
+        let app = crate::http::router(self.state.clone());
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("erp-sync stopped");
+        served.context("HTTP server failed")
+    }
+}
+
+/// In-process upkeep that needs no coordination between replicas.
+fn spawn_housekeeping(tasks: &TaskTracker, state: &AppState, shutdown: CancellationToken) {
+    let limits = state.rate_limits.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => limits.retain_recent(),
+            }
+        }
+    });
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+        _ = token.cancelled() => return,
+    }
+    tracing::info!("shutdown signal received; draining");
+    token.cancel();
+}

@@ -1,0 +1,34 @@
+//! What every handler, job and test reaches the features through.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::{
+    agents::AgentService, config::Settings, db::Redis, http::rate_limit::RateLimits,
+    mappings::MappingService,
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: PgPool,
+    pub redis: Redis,
+    pub agents: AgentService,
+    pub mappings: MappingService,
+    pub rate_limits: Arc<RateLimits>,
+}
+
+impl AppState {
+    pub fn new(settings: Settings, db: PgPool, redis: Redis) -> Self {
+        let settings = Arc::new(settings);
+        Self {
+            agents: AgentService::new(db.clone(), &settings),
+            mappings: MappingService::new(db.clone()),
+            rate_limits: Arc::new(RateLimits::new(&settings)),
+            settings,
+            db,
+            redis,
+        }
+    }
+}

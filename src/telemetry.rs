@@ -1,0 +1,21 @@
+//! Logging: JSON lines in production, readable lines in development. `RUST_LOG` filters.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+pub fn init(json: bool) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,apalis=warn,tower_http=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .init();
+    } else {
+        registry.with(fmt::layer().compact()).init();
+    }
+}
