@@ -11,6 +11,8 @@ pub mod error;
 pub mod http;
 pub mod mappings;
 pub mod ops;
+pub mod orders;
+pub mod reconciliation;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

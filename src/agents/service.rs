@@ -222,7 +222,7 @@ impl AgentService {
         }
         let key = cache_key(vendor_id, token, &record.auth_token_hash);
         if self.verified.contains_key(&key) {
-            return Ok(TokenCheck::Valid(record));
+            return Ok(TokenCheck::Valid(Box::new(record)));
         }
         if self.rejected.contains_key(&key) {
             return Ok(TokenCheck::Invalid);
@@ -242,7 +242,7 @@ impl AgentService {
         .map_err(|e| AppError::Internal(e.into()))?;
         if valid {
             self.verified.insert(key, ()).await;
-            Ok(TokenCheck::Valid(record))
+            Ok(TokenCheck::Valid(Box::new(record)))
         } else {
             self.rejected.insert(key, ()).await;
             Ok(TokenCheck::Invalid)
@@ -251,7 +251,7 @@ impl AgentService {
 }
 
 enum TokenCheck {
-    Valid(AgentRecord),
+    Valid(Box<AgentRecord>),
     UnknownVendor,
     Invalid,
 }

@@ -1,0 +1,131 @@
+//! `dead_letter_queue` repository (plan Task 3): jobs that will not succeed by retrying.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct DlqEntry {
+    pub id: Uuid,
+    pub original_job_id: Option<Uuid>,
+    pub vendor_id: String,
+    pub operation: String,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    pub failure_reason: String,
+    #[serde(skip)]
+    pub failure_stack: Option<String>,
+    pub attempt_count: i32,
+    pub last_attempt_at: DateTime<Utc>,
+    pub resolved: bool,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, original_job_id, vendor_id, operation, payload, failure_reason, failure_stack, \
+                       attempt_count, last_attempt_at, resolved, resolved_at, resolved_by, created_at";
+
+pub struct NewDlqEntry<'a> {
+    pub original_job_id: Option<Uuid>,
+    pub vendor_id: &'a str,
+    pub operation: &'a str,
+    pub payload: &'a Value,
+    pub failure_reason: &'a str,
+    pub failure_stack: Option<&'a str>,
+    pub attempt_count: i32,
+}
+
+pub async fn create(db: impl PgExecutor<'_>, entry: &NewDlqEntry<'_>) -> sqlx::Result<DlqEntry> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO dead_letter_queue
+             (original_job_id, vendor_id, operation, payload, failure_reason, failure_stack, attempt_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+    )))
+    .bind(entry.original_job_id)
+    .bind(entry.vendor_id)
+    .bind(entry.operation)
+    .bind(entry.payload)
+    .bind(entry.failure_reason)
+    .bind(entry.failure_stack)
+    .bind(entry.attempt_count)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<DlqEntry>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM dead_letter_queue WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Unresolved entries, newest first, optionally of one vendor; returns the page and the total.
+pub async fn find_unresolved(
+    db: &PgPool,
+    vendor_id: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<DlqEntry>, i64)> {
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM dead_letter_queue
+         WHERE NOT resolved AND ($1::text IS NULL OR vendor_id = $1)
+         ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
+    )))
+    .bind(vendor_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let total = count_unresolved(db, vendor_id).await?;
+    Ok((rows, total))
+}
+
+/// Marks an entry resolved; `None` when there is no such entry. Resolving twice keeps the
+/// first resolution.
+pub async fn mark_resolved(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    resolved_by: &str,
+) -> sqlx::Result<Option<DlqEntry>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE dead_letter_queue SET
+             resolved = true,
+             resolved_at = COALESCE(resolved_at, now()),
+             resolved_by = COALESCE(resolved_by, $2)
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(resolved_by)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn delete_old_resolved(
+    db: impl PgExecutor<'_>,
+    older_than_days: i32,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM dead_letter_queue WHERE resolved AND resolved_at < now() - make_interval(days => $1)",
+    )
+    .bind(older_than_days)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub async fn count_unresolved(
+    db: impl PgExecutor<'_>,
+    vendor_id: Option<&str>,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM dead_letter_queue WHERE NOT resolved AND ($1::text IS NULL OR vendor_id = $1)")
+        .bind(vendor_id)
+        .fetch_one(db)
+        .await
+}

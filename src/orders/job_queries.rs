@@ -1,0 +1,237 @@
+//! `sync_jobs` repository (plan Task 3). Postgres is the source of truth for every job;
+//! Redis only dispatches.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncJob {
+    pub id: Uuid,
+    pub postgres_order_id: Option<Uuid>,
+    pub vendor_id: String,
+    pub operation: String,
+    /// pending, processing, completed, failed or cancelled.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    pub retry_count: i32,
+    pub max_retries: i32,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+    #[serde(skip)]
+    pub error_stack: Option<String>,
+    pub erp_reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub const COLUMNS: &str = "id, postgres_order_id, vendor_id, operation, status, payload, retry_count, max_retries, \
+     next_retry_at, error_message, error_stack, erp_reference, created_at, started_at, completed_at, expires_at";
+
+pub struct NewJob<'a> {
+    pub order_id: Option<Uuid>,
+    pub vendor_id: &'a str,
+    pub operation: &'a str,
+    pub payload: &'a Value,
+    pub max_retries: i32,
+    /// How long the finished job is kept before `delete_expired` removes it.
+    pub retention: chrono::Duration,
+}
+
+pub async fn create(db: impl PgExecutor<'_>, job: &NewJob<'_>) -> sqlx::Result<SyncJob> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO sync_jobs (postgres_order_id, vendor_id, operation, payload, max_retries, expires_at)
+         VALUES ($1, $2, $3, $4, $5, now() + $6) RETURNING {COLUMNS}"
+    )))
+    .bind(job.order_id)
+    .bind(job.vendor_id)
+    .bind(job.operation)
+    .bind(job.payload)
+    .bind(job.max_retries)
+    .bind(job.retention)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<SyncJob>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM sync_jobs WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Every job of an order, newest first.
+pub async fn find_by_order_id(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+) -> sqlx::Result<Vec<SyncJob>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM sync_jobs WHERE postgres_order_id = $1 ORDER BY created_at DESC"
+    )))
+    .bind(order_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Sets a status with its timestamps; `None` when no such job.
+pub async fn update_status(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    status: &str,
+    error_message: Option<&str>,
+    erp_reference: Option<&str>,
+) -> sqlx::Result<Option<SyncJob>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE sync_jobs SET status = $2,
+             error_message = COALESCE($3, error_message),
+             erp_reference = COALESCE($4, erp_reference),
+             started_at = CASE WHEN $2 = 'processing' THEN now() ELSE started_at END,
+             completed_at = CASE WHEN $2 IN ('completed', 'failed', 'cancelled') THEN now() ELSE completed_at END
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(status)
+    .bind(error_message)
+    .bind(erp_reference)
+    .fetch_optional(db)
+    .await
+}
+
+/// Pending jobs that are due, oldest first.
+pub async fn find_pending(
+    db: impl PgExecutor<'_>,
+    vendor_id: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<SyncJob>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM sync_jobs
+         WHERE status = 'pending' AND ($1::text IS NULL OR vendor_id = $1)
+           AND (next_retry_at IS NULL OR next_retry_at <= now())
+         ORDER BY created_at LIMIT $2"
+    )))
+    .bind(vendor_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Finished jobs past their retention.
+pub async fn find_expired(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<SyncJob>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM sync_jobs
+         WHERE expires_at < now() AND status IN ('completed', 'failed', 'cancelled')
+         ORDER BY expires_at LIMIT $1"
+    )))
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes finished jobs past their retention; live jobs are never deleted.
+pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM sync_jobs WHERE expires_at < now() AND status IN ('completed', 'failed', 'cancelled')",
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+pub struct StatusCount {
+    pub status: String,
+    pub count: i64,
+}
+
+pub async fn count_by_status(
+    db: impl PgExecutor<'_>,
+    vendor_id: Option<&str>,
+) -> sqlx::Result<Vec<StatusCount>> {
+    sqlx::query_as(
+        "SELECT status, count(*) AS count FROM sync_jobs
+         WHERE ($1::text IS NULL OR vendor_id = $1) GROUP BY status ORDER BY status",
+    )
+    .bind(vendor_id)
+    .fetch_all(db)
+    .await
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetrics {
+    pub total: i64,
+    pub pending: i64,
+    pub processing: i64,
+    pub completed: i64,
+    pub failed: i64,
+    /// Completed / total, in percent.
+    pub success_rate: f64,
+    /// Mean and 95th percentile of creation → completion, completed jobs only.
+    pub avg_latency_ms: Option<f64>,
+    pub p95_latency_ms: Option<f64>,
+    /// Jobs that needed more than one attempt, in percent.
+    pub retry_rate: f64,
+}
+
+pub async fn get_metrics(db: impl PgExecutor<'_>, vendor_id: &str) -> sqlx::Result<JobMetrics> {
+    sqlx::query_as(
+        "SELECT count(*) AS total,
+                count(*) FILTER (WHERE status = 'pending') AS pending,
+                count(*) FILTER (WHERE status = 'processing') AS processing,
+                count(*) FILTER (WHERE status = 'completed') AS completed,
+                count(*) FILTER (WHERE status = 'failed') AS failed,
+                COALESCE(round(100.0 * count(*) FILTER (WHERE status = 'completed') / NULLIF(count(*), 0), 1), 0)::float8
+                    AS success_rate,
+                (avg(EXTRACT(EPOCH FROM completed_at - created_at) * 1000) FILTER (WHERE status = 'completed'))::float8
+                    AS avg_latency_ms,
+                (percentile_cont(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM completed_at - created_at) * 1000)
+                    FILTER (WHERE status = 'completed'))::float8 AS p95_latency_ms,
+                COALESCE(round(100.0 * count(*) FILTER (WHERE retry_count > 1) / NULLIF(count(*), 0), 1), 0)::float8
+                    AS retry_rate
+         FROM sync_jobs WHERE vendor_id = $1",
+    )
+    .bind(vendor_id)
+    .fetch_one(db)
+    .await
+}
+
+/// Paginated listing for the admin API, newest first.
+pub async fn list(
+    db: &PgPool,
+    vendor_id: Option<&str>,
+    status: Option<&str>,
+    order_id: Option<Uuid>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<SyncJob>, i64)> {
+    let filter = "($1::text IS NULL OR vendor_id = $1) AND ($2::text IS NULL OR status = $2) \
+                  AND ($3::uuid IS NULL OR postgres_order_id = $3)";
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM sync_jobs WHERE {filter} ORDER BY created_at DESC, id LIMIT $4 OFFSET $5"
+    )))
+    .bind(vendor_id)
+    .bind(status)
+    .bind(order_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM sync_jobs WHERE {filter}"
+    )))
+    .bind(vendor_id)
+    .bind(status)
+    .bind(order_id)
+    .fetch_one(db)
+    .await?;
+    Ok((rows, total))
+}

@@ -1,0 +1,9 @@
+//! One test binary for the whole API (one link instead of one per file).
+
+mod helpers;
+
+mod agents;
+mod config;
+mod foundation;
+mod mappings;
+mod repositories;

@@ -1,0 +1,408 @@
+//! The five sync-table repositories against the real Postgres, a database per test.
+
+use chrono::{Duration, Utc};
+use erp_sync::{
+    agents::queries as agents,
+    mappings::{
+        model::{MappingType, SeedEntry},
+        queries as mappings,
+    },
+    orders::{dlq_queries as dlq, job_queries as jobs},
+    reconciliation::queries as events,
+};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn order(db: &PgPool, vendor: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO orders (id, vendor_id) VALUES ($1, $2)")
+        .bind(id)
+        .bind(vendor)
+        .execute(db)
+        .await
+        .unwrap();
+    id
+}
+
+fn new_job<'a>(
+    order_id: Option<Uuid>,
+    vendor: &'a str,
+    payload: &'a serde_json::Value,
+) -> jobs::NewJob<'a> {
+    jobs::NewJob {
+        order_id,
+        vendor_id: vendor,
+        operation: "create_order",
+        payload,
+        max_retries: 5,
+        retention: Duration::days(30),
+    }
+}
+
+#[sqlx::test]
+async fn sync_jobs_lifecycle_and_metrics(db: PgPool) {
+    let order_id = order(&db, "v1").await;
+    let payload = json!({"orderId": order_id});
+    let job = jobs::create(&db, &new_job(Some(order_id), "v1", &payload))
+        .await
+        .unwrap();
+    assert_eq!(
+        (job.status.as_str(), job.retry_count, job.max_retries),
+        ("pending", 0, 5)
+    );
+    assert!(job.expires_at.unwrap() > Utc::now() + Duration::days(29));
+
+    assert_eq!(jobs::find_by_id(&db, job.id).await.unwrap().unwrap(), job);
+    assert_eq!(
+        jobs::find_by_order_id(&db, order_id).await.unwrap(),
+        vec![job.clone()]
+    );
+    assert_eq!(
+        jobs::find_pending(&db, Some("v1"), 10).await.unwrap().len(),
+        1
+    );
+    assert!(
+        jobs::find_pending(&db, Some("v2"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let processing = jobs::update_status(&db, job.id, "processing", None, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(processing.started_at.is_some());
+    let done = jobs::update_status(&db, job.id, "completed", None, Some("ERP-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.erp_reference.as_deref(), Some("ERP-1"));
+    assert!(done.completed_at.is_some());
+    assert!(
+        jobs::update_status(&db, Uuid::new_v4(), "completed", None, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let other = jobs::create(&db, &new_job(None, "v1", &payload))
+        .await
+        .unwrap();
+    jobs::update_status(&db, other.id, "failed", Some("agent said no"), None)
+        .await
+        .unwrap();
+
+    let counts = jobs::count_by_status(&db, Some("v1")).await.unwrap();
+    assert_eq!(
+        counts
+            .iter()
+            .map(|c| (c.status.as_str(), c.count))
+            .collect::<Vec<_>>(),
+        [("completed", 1), ("failed", 1)]
+    );
+    let metrics = jobs::get_metrics(&db, "v1").await.unwrap();
+    assert_eq!(
+        (
+            metrics.total,
+            metrics.completed,
+            metrics.failed,
+            metrics.pending
+        ),
+        (2, 1, 1, 0)
+    );
+    assert_eq!(metrics.success_rate, 50.0);
+    assert!(metrics.avg_latency_ms.is_some() && metrics.p95_latency_ms.is_some());
+
+    // Expiry: only finished jobs past their retention go.
+    sqlx::query("UPDATE sync_jobs SET expires_at = now() - interval '1 minute'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let live = jobs::create(&db, &new_job(None, "v1", &payload))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sync_jobs SET expires_at = now() - interval '1 minute' WHERE id = $1")
+        .bind(live.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(jobs::find_expired(&db, 10).await.unwrap().len(), 2);
+    assert_eq!(jobs::delete_expired(&db).await.unwrap(), 2);
+    assert!(
+        jobs::find_by_id(&db, live.id).await.unwrap().is_some(),
+        "a pending job is never expired"
+    );
+
+    let (page, total) = jobs::list(&db, Some("v1"), Some("pending"), None, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+}
+
+#[sqlx::test]
+async fn agent_registry_repository(db: PgPool) {
+    let new = agents::NewAgent {
+        vendor_id: "v1",
+        agent_url: "http://agent.local",
+        erp_type: "sage",
+        version: Some("1.0"),
+        auth_token_hash: "$2b$10$hash",
+    };
+    let (agent, inserted) = agents::upsert(&db, &new).await.unwrap();
+    assert!(inserted);
+    assert_eq!(agent.status, "offline");
+    let (again, inserted) = agents::upsert(
+        &db,
+        &agents::NewAgent {
+            agent_url: "http://agent2.local",
+            version: None,
+            ..new
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!inserted);
+    assert_eq!(
+        (again.id, again.agent_url.as_str(), again.version.as_deref()),
+        (agent.id, "http://agent2.local", Some("1.0"))
+    );
+
+    assert!(
+        agents::find_active(&db).await.unwrap().is_empty(),
+        "never heard from: offline"
+    );
+    let beat = agents::update_heartbeat(&db, "v1", Some("1.1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (beat.status.as_str(), beat.version.as_deref()),
+        ("online", Some("1.1"))
+    );
+    assert_eq!(agents::find_active(&db).await.unwrap().len(), 1);
+    assert_eq!(agents::find_all(&db).await.unwrap().len(), 1);
+
+    let now = Utc::now();
+    let (degraded, offline) = (Duration::seconds(60), Duration::seconds(300));
+    assert!(
+        agents::find_stale(&db, now, degraded, offline)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stale = agents::find_stale(&db, now + Duration::seconds(61), degraded, offline)
+        .await
+        .unwrap();
+    assert_eq!(stale[0].status, "degraded");
+    let stale = agents::find_stale(&db, now + Duration::seconds(301), degraded, offline)
+        .await
+        .unwrap();
+    assert_eq!(stale[0].status, "offline");
+
+    assert!(
+        agents::update_heartbeat(&db, "nobody", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(agents::delete_by_vendor_id(&db, "v1").await.unwrap());
+    assert!(
+        agents::find_by_vendor_id(&db, "v1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[sqlx::test]
+async fn erp_code_mappings_repository(db: PgPool) {
+    let new = mappings::NewMapping {
+        vendor_id: "v1",
+        mapping_type: MappingType::Unit,
+        erp_code: "PCE",
+        resto_code: "piece",
+        resto_label: "Pièce",
+        is_active: true,
+    };
+    let m = mappings::insert(&db, &new).await.unwrap();
+    let duplicate = mappings::insert(&db, &new).await.unwrap_err();
+    assert_eq!(
+        duplicate.as_database_error().and_then(|e| e.constraint()),
+        Some("erp_code_mappings_vendor_type_code_key")
+    );
+    let up = mappings::upsert(
+        &db,
+        &mappings::NewMapping {
+            resto_code: "pc",
+            ..new
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((up.id, up.resto_code.as_str()), (m.id, "pc"));
+
+    let found = mappings::find_by_vendor_type_code(&db, "v1", MappingType::Unit, "PCE")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, m.id);
+    assert!(
+        mappings::find_by_vendor_type_code(&db, "v1", MappingType::Vat, "PCE")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let entries = vec![
+        SeedEntry {
+            mapping_type: MappingType::Vat,
+            erp_code: "T1".into(),
+            resto_code: "vat20".into(),
+            resto_label: "20 %".into(),
+        },
+        SeedEntry {
+            mapping_type: MappingType::Vat,
+            erp_code: "T2".into(),
+            resto_code: "vat55".into(),
+            resto_label: "5.5 %".into(),
+        },
+    ];
+    let first = mappings::bulk_upsert(&db, "v1", &entries).await.unwrap();
+    assert_eq!((first.inserted, first.updated, first.unchanged), (2, 0, 0));
+    let second = mappings::bulk_upsert(&db, "v1", &entries).await.unwrap();
+    assert_eq!(
+        (second.inserted, second.updated, second.unchanged),
+        (0, 0, 2)
+    );
+    assert_eq!(
+        mappings::find_by_vendor_and_type(&db, "v1", MappingType::Vat)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(mappings::count_by_vendor(&db, "v1").await.unwrap(), 3);
+
+    let off = mappings::deactivate(&db, m.id).await.unwrap().unwrap();
+    assert!(!off.is_active);
+    assert!(
+        mappings::find_by_vendor_type_code(&db, "v1", MappingType::Unit, "PCE")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(mappings::count_by_vendor(&db, "v1").await.unwrap(), 2);
+
+    let (page, total) = mappings::find_all(&db, Some("v1"), None, true, 2, 0)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (2, 3));
+    let (page, total) = mappings::find_all(&db, Some("v1"), Some(MappingType::Vat), false, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (2, 2));
+}
+
+#[sqlx::test]
+async fn dead_letter_queue_repository(db: PgPool) {
+    let payload = json!({"orderId": "o1"});
+    let job = jobs::create(&db, &new_job(None, "v1", &payload))
+        .await
+        .unwrap();
+    let entry = dlq::create(
+        &db,
+        &dlq::NewDlqEntry {
+            original_job_id: Some(job.id),
+            vendor_id: "v1",
+            operation: "create_order",
+            payload: &payload,
+            failure_reason: "agent answered 500",
+            failure_stack: None,
+            attempt_count: 5,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        dlq::find_by_id(&db, entry.id).await.unwrap().unwrap(),
+        entry
+    );
+    assert_eq!(dlq::count_unresolved(&db, None).await.unwrap(), 1);
+    let (page, total) = dlq::find_unresolved(&db, Some("v1"), 10, 0).await.unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+    assert_eq!(
+        dlq::find_unresolved(&db, Some("v2"), 10, 0)
+            .await
+            .unwrap()
+            .1,
+        0
+    );
+
+    let resolved = dlq::mark_resolved(&db, entry.id, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(resolved.resolved && resolved.resolved_at.is_some());
+    let again = dlq::mark_resolved(&db, entry.id, "bob")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.resolved_by.as_deref(),
+        Some("alice"),
+        "first resolution kept"
+    );
+    assert_eq!(dlq::count_unresolved(&db, None).await.unwrap(), 0);
+
+    assert_eq!(dlq::delete_old_resolved(&db, 30).await.unwrap(), 0);
+    sqlx::query("UPDATE dead_letter_queue SET resolved_at = now() - interval '31 days'")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(dlq::delete_old_resolved(&db, 30).await.unwrap(), 1);
+}
+
+#[sqlx::test]
+async fn reconciliation_events_repository(db: PgPool) {
+    for event_type in [
+        events::EventType::FullChecksum,
+        events::EventType::DriftDetected,
+        events::EventType::FullChecksum,
+    ] {
+        events::create(
+            &db,
+            &events::NewEvent {
+                vendor_id: "v1",
+                event_type,
+                summary: &json!({"items": 10}),
+                details: None,
+                duration_ms: 12,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let (page, total) = events::find_by_vendor(&db, Some("v1"), 2, 0).await.unwrap();
+    assert_eq!((page.len(), total), (2, 3));
+    assert_eq!(events::find_recent(&db, "v1", 1).await.unwrap().len(), 1);
+    let metrics = events::get_metrics(&db, "v1").await.unwrap();
+    assert_eq!(
+        (
+            metrics.total,
+            metrics.full_checksums,
+            metrics.drifts_detected
+        ),
+        (3, 2, 1)
+    );
+    assert_eq!(metrics.drift_frequency, 50.0);
+    assert!(metrics.last_run_at.is_some());
+
+    assert_eq!(events::delete_older_than(&db, 30).await.unwrap(), 0);
+    sqlx::query(r#"UPDATE reconciliation_events SET "timestamp" = now() - interval '31 days'"#)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(events::delete_older_than(&db, 30).await.unwrap(), 3);
+}
