@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use crate::{
     agents::AgentService, config::Settings, db::Redis, http::rate_limit::RateLimits,
-    mappings::MappingService,
+    ingest::IngestService, mappings::MappingService,
 };
 
 #[derive(Clone)]
@@ -16,15 +16,18 @@ pub struct AppState {
     pub redis: Redis,
     pub agents: AgentService,
     pub mappings: MappingService,
+    pub ingest: IngestService,
     pub rate_limits: Arc<RateLimits>,
 }
 
 impl AppState {
     pub fn new(settings: Settings, db: PgPool, redis: Redis) -> Self {
         let settings = Arc::new(settings);
+        let mappings = MappingService::new(db.clone());
         Self {
             agents: AgentService::new(db.clone(), &settings),
-            mappings: MappingService::new(db.clone()),
+            ingest: IngestService::new(db.clone(), mappings.clone()),
+            mappings,
             rate_limits: Arc::new(RateLimits::new(&settings)),
             settings,
             db,

@@ -9,6 +9,7 @@
 //!   vendor's resource (e.g. a callback for another vendor's job) → 403 in the handler.
 
 use axum::{
+    body::Bytes,
     extract::{FromRequest, FromRequestParts, Request},
     http::{HeaderMap, header, request::Parts},
 };
@@ -83,11 +84,11 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
     }
 }
 
-/// A JSON body from an agent, parsed, validated and authenticated: the bearer token is the
-/// current token of the vendor the body names in `vendorId`.
-pub struct AgentJson<T> {
+/// An agent's request body, authenticated but not yet parsed beyond `vendorId`: for handlers
+/// that parse the rest themselves (ingest parses record by record).
+pub struct AgentRequest {
     pub agent: AuthenticatedAgent,
-    pub body: T,
+    pub body: Bytes,
 }
 
 #[derive(Deserialize)]
@@ -96,10 +97,7 @@ struct VendorProbe {
     vendor_id: Option<serde_json::Value>,
 }
 
-impl<T> FromRequest<AppState> for AgentJson<T>
-where
-    T: DeserializeOwned + Validate,
-{
+impl FromRequest<AppState> for AgentRequest {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -108,10 +106,10 @@ where
                 "missing Authorization: Bearer <agent token>",
             ))?
             .to_owned();
-        let bytes = read_json_bytes(req, state).await?;
+        let body = read_json_bytes(req, state).await?;
         // Authenticate on `vendorId` alone before looking at the rest of the body, so an
         // unauthenticated caller learns nothing about what a valid body looks like.
-        let probe: VendorProbe = parse_json(&bytes)?;
+        let probe: VendorProbe = parse_json(&body)?;
         let vendor_id = match probe.vendor_id {
             Some(serde_json::Value::String(v)) if !v.trim().is_empty() => v,
             _ => {
@@ -122,7 +120,26 @@ where
             }
         };
         let agent = state.agents.authenticate(&vendor_id, &token).await?;
-        let body: T = parse_json(&bytes)?;
+        Ok(Self { agent, body })
+    }
+}
+
+/// A JSON body from an agent, parsed, validated and authenticated: the bearer token is the
+/// current token of the vendor the body names in `vendorId`.
+pub struct AgentJson<T> {
+    pub agent: AuthenticatedAgent,
+    pub body: T,
+}
+
+impl<T> FromRequest<AppState> for AgentJson<T>
+where
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let AgentRequest { agent, body } = AgentRequest::from_request(req, state).await?;
+        let body: T = parse_json(&body)?;
         validate(&body)?;
         Ok(Self { agent, body })
     }

@@ -41,8 +41,8 @@ fn bytes_rejection(rejection: BytesRejection) -> AppError {
     }
 }
 
-/// Parses JSON, reporting where the document is wrong.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+/// Parses JSON (possibly borrowing from `bytes`), reporting where the document is wrong.
+pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, AppError> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => AppError::validation(
             format!("invalid request body: {e}"),

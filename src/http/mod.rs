@@ -35,6 +35,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::ops::health::router())
         .merge(crate::agents::routes::router())
         .merge(crate::mappings::routes::router())
+        .merge(crate::ingest::routes::router())
 }
 
 /// The OpenAPI document of every route that exists.

@@ -18,6 +18,7 @@ use utoipa::{
         (name = "ops", description = "Health"),
         (name = "agents", description = "Agent registry and heartbeats"),
         (name = "mappings", description = "ERP code mappings (admin)"),
+        (name = "ingest", description = "Items, stock and warehouses pushed by agents"),
     )
 )]
 pub struct ApiDoc;

@@ -5,5 +5,6 @@ mod helpers;
 mod agents;
 mod config;
 mod foundation;
+mod ingest;
 mod mappings;
 mod repositories;

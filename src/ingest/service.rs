@@ -1,0 +1,463 @@
+//! The ingest pipeline, for items, stock and warehouses alike:
+//! parse each record → validate → keep the latest of duplicate keys → skip unchanged
+//! (`no_changes`) and refuse older (`stale`) against what is stored → map ERP codes →
+//! one bulk upsert per chunk of 500, each chunk its own transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, value::RawValue};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{
+    model::{
+        CHUNK_SIZE, IngestRecord, IngestReport, ItemRecord, KeyField, RecordResult, RecordStatus,
+        StockRecord, WarehouseRecord,
+    },
+    queries::{self, ItemRows, StockRows, StoredVersion, WarehouseRows},
+};
+use crate::{
+    error::AppError,
+    mappings::{MappingService, model::MappingType},
+};
+
+#[derive(Clone)]
+pub struct IngestService {
+    db: PgPool,
+    mappings: MappingService,
+}
+
+impl IngestService {
+    pub fn new(db: PgPool, mappings: MappingService) -> Self {
+        Self { db, mappings }
+    }
+
+    pub async fn ingest_items(
+        &self,
+        vendor_id: &str,
+        records: &[&RawValue],
+    ) -> Result<IngestReport, AppError> {
+        let (candidates, mut results) = prepare::<ItemRecord>(records);
+        let codes = self.resolve_item_codes(vendor_id, &candidates).await?;
+        for chunk in candidates.chunks(CHUNK_SIZE) {
+            results.extend(self.write_items(vendor_id, chunk, &codes).await?);
+        }
+        Ok(IngestReport::from_results(results))
+    }
+
+    pub async fn ingest_warehouses(
+        &self,
+        vendor_id: &str,
+        records: &[&RawValue],
+    ) -> Result<IngestReport, AppError> {
+        let (candidates, mut results) = prepare::<WarehouseRecord>(records);
+        for chunk in candidates.chunks(CHUNK_SIZE) {
+            results.extend(self.write_warehouses(vendor_id, chunk).await?);
+        }
+        Ok(IngestReport::from_results(results))
+    }
+
+    /// Stock of one warehouse. An unknown warehouse refuses the whole request (nothing written).
+    pub async fn ingest_stock(
+        &self,
+        vendor_id: &str,
+        erp_warehouse_id: &str,
+        records: &[&RawValue],
+    ) -> Result<IngestReport, AppError> {
+        let warehouse_id = queries::warehouse_id(&self.db, vendor_id, erp_warehouse_id).await?.ok_or_else(|| {
+            AppError::validation(
+                format!("unknown warehouse {erp_warehouse_id:?}: push it to /api/sync/warehouses first"),
+                json!({ "warehouseId": ["unknown warehouse"] }),
+            )
+        })?;
+        let (candidates, mut results) = prepare::<StockRecord>(records);
+        for chunk in candidates.chunks(CHUNK_SIZE) {
+            results.extend(self.write_stock(vendor_id, warehouse_id, chunk).await?);
+        }
+        Ok(IngestReport::from_results(results))
+    }
+
+    /// Every distinct code of the request, resolved through the mapping cache (one query per
+    /// type for the codes not cached yet).
+    async fn resolve_item_codes(
+        &self,
+        vendor_id: &str,
+        items: &[(usize, ItemRecord)],
+    ) -> Result<ResolvedCodes, AppError> {
+        let mut codes = ResolvedCodes::default();
+        for (mapping_type, pick) in [
+            (
+                MappingType::Unit,
+                (|i: &ItemRecord| Some(i.unit_code.as_str())) as fn(&ItemRecord) -> Option<&str>,
+            ),
+            (MappingType::Vat, |i| Some(i.vat_code.as_str())),
+            (MappingType::Family, |i| i.family_code.as_deref()),
+            (MappingType::Subfamily, |i| i.subfamily_code.as_deref()),
+        ] {
+            let distinct: Vec<String> = items
+                .iter()
+                .filter_map(|(_, item)| pick(item))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            if distinct.is_empty() {
+                continue;
+            }
+            let resolved = self
+                .mappings
+                .resolve_many(vendor_id, mapping_type, &distinct)
+                .await?;
+            for (code, mapping) in resolved {
+                if let Some(mapping) = mapping {
+                    codes
+                        .0
+                        .entry(mapping_type)
+                        .or_default()
+                        .insert(code, mapping.resto_code);
+                }
+            }
+        }
+        Ok(codes)
+    }
+
+    async fn write_items(
+        &self,
+        vendor_id: &str,
+        chunk: &[(usize, ItemRecord)],
+        codes: &ResolvedCodes,
+    ) -> Result<Vec<RecordResult>, AppError> {
+        let mut tx = self.db.begin().await?;
+        let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
+        let stored = queries::item_versions(&mut tx, vendor_id, &keys).await?;
+        let (fresh, mut results) = against_stored(chunk, stored);
+
+        let mut rows = ItemRows::default();
+        let mut written_indexes = Vec::with_capacity(fresh.len());
+        for (index, item) in fresh {
+            let unit = codes.get(MappingType::Unit, &item.unit_code);
+            let vat = codes.get(MappingType::Vat, &item.vat_code);
+            let (Some(unit), Some(vat)) = (unit, vat) else {
+                let reason = if unit.is_none() {
+                    format!("unmapped_unit: {}", item.unit_code)
+                } else {
+                    format!("unmapped_vat: {}", item.vat_code)
+                };
+                results.push(failed::<ItemRecord>(*index, item.key(), reason));
+                continue;
+            };
+            rows.sku.push(&item.sku);
+            rows.name.push(&item.name);
+            rows.description.push(item.description.as_deref());
+            rows.erp_unit_code.push(&item.unit_code);
+            rows.erp_vat_code.push(&item.vat_code);
+            rows.erp_family_code.push(item.family_code.as_deref());
+            rows.erp_subfamily_code.push(item.subfamily_code.as_deref());
+            rows.unit_code.push(unit.to_owned());
+            rows.vat_code.push(vat.to_owned());
+            rows.family_code.push(
+                item.family_code
+                    .as_deref()
+                    .and_then(|c| codes.get(MappingType::Family, c))
+                    .map(str::to_owned),
+            );
+            rows.subfamily_code.push(
+                item.subfamily_code
+                    .as_deref()
+                    .and_then(|c| codes.get(MappingType::Subfamily, c))
+                    .map(str::to_owned),
+            );
+            rows.price.push(item.price);
+            rows.is_active.push(item.is_active.unwrap_or(true));
+            rows.content_hash.push(&item.content_hash);
+            rows.erp_updated_at.push(item.last_modified_at);
+            written_indexes.push((*index, item.sku.as_str()));
+        }
+        if !written_indexes.is_empty() {
+            let written: HashSet<String> = queries::upsert_items(&mut tx, vendor_id, &rows)
+                .await?
+                .into_iter()
+                .collect();
+            results.extend(
+                written_indexes
+                    .into_iter()
+                    .map(|(index, sku)| outcome::<ItemRecord>(index, sku, written.contains(sku))),
+            );
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn write_warehouses(
+        &self,
+        vendor_id: &str,
+        chunk: &[(usize, WarehouseRecord)],
+    ) -> Result<Vec<RecordResult>, AppError> {
+        let mut tx = self.db.begin().await?;
+        let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
+        let stored = queries::warehouse_versions(&mut tx, vendor_id, &keys).await?;
+        let (fresh, mut results) = against_stored(chunk, stored);
+        if !fresh.is_empty() {
+            let mut rows = WarehouseRows::default();
+            for (_, w) in &fresh {
+                rows.erp_warehouse_id.push(&w.erp_warehouse_id);
+                rows.name.push(&w.name);
+                rows.address.push(w.address.as_deref());
+                rows.is_active.push(w.is_active.unwrap_or(true));
+                rows.content_hash.push(&w.content_hash);
+                rows.erp_updated_at.push(w.last_modified_at);
+            }
+            let written: HashSet<String> = queries::upsert_warehouses(&mut tx, vendor_id, &rows)
+                .await?
+                .into_iter()
+                .collect();
+            results.extend(fresh.iter().map(|(index, w)| {
+                outcome::<WarehouseRecord>(*index, w.key(), written.contains(w.key()))
+            }));
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn write_stock(
+        &self,
+        vendor_id: &str,
+        warehouse_id: Uuid,
+        chunk: &[(usize, StockRecord)],
+    ) -> Result<Vec<RecordResult>, AppError> {
+        let mut tx = self.db.begin().await?;
+        let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
+        let targets = queries::stock_targets(&mut tx, vendor_id, warehouse_id, &keys).await?;
+        let mut item_ids = HashMap::with_capacity(targets.len());
+        let mut stored = Vec::with_capacity(targets.len());
+        for target in targets {
+            if let (Some(content_hash), Some(erp_updated_at)) =
+                (target.content_hash, target.erp_updated_at)
+            {
+                stored.push(StoredVersion {
+                    key: target.sku.clone(),
+                    content_hash,
+                    erp_updated_at,
+                });
+            }
+            item_ids.insert(target.sku, target.item_id);
+        }
+        let mut results = Vec::new();
+        let known: Vec<(usize, StockRecord)> = chunk
+            .iter()
+            .filter(|(index, record)| {
+                let known = item_ids.contains_key(record.key());
+                if !known {
+                    results.push(failed::<StockRecord>(
+                        *index,
+                        record.key(),
+                        "unknown_sku".into(),
+                    ));
+                }
+                known
+            })
+            .cloned()
+            .collect();
+        let (fresh, checked) = against_stored(&known, stored);
+        results.extend(checked);
+        if !fresh.is_empty() {
+            let mut rows = StockRows::default();
+            for (_, s) in &fresh {
+                rows.item_id.push(item_ids[s.key()]);
+                rows.quantity.push(s.quantity);
+                rows.reserved_quantity
+                    .push(s.reserved_quantity.unwrap_or(Decimal::ZERO));
+                rows.content_hash.push(&s.content_hash);
+                rows.erp_updated_at.push(s.last_modified_at);
+            }
+            let written: HashSet<Uuid> =
+                queries::upsert_stock(&mut tx, vendor_id, warehouse_id, &rows)
+                    .await?
+                    .into_iter()
+                    .collect();
+            results.extend(fresh.iter().map(|(index, s)| {
+                outcome::<StockRecord>(*index, s.key(), written.contains(&item_ids[s.key()]))
+            }));
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+}
+
+/// ERP code → marketplace code, per mapping type; absent codes are unmapped.
+#[derive(Default)]
+struct ResolvedCodes(HashMap<MappingType, HashMap<String, String>>);
+
+impl ResolvedCodes {
+    fn get(&self, mapping_type: MappingType, erp_code: &str) -> Option<&str> {
+        self.0.get(&mapping_type)?.get(erp_code).map(String::as_str)
+    }
+}
+
+/// Parses and validates every record on its own, then keeps, for each key, the record with
+/// the latest `lastModifiedAt` (the later one in the request on a tie); earlier duplicates are
+/// reported `stale`. Returns the survivors in request order and the results so far.
+fn prepare<T: IngestRecord>(raws: &[&RawValue]) -> (Vec<(usize, T)>, Vec<RecordResult>) {
+    let mut results = Vec::new();
+    let mut latest: HashMap<String, (usize, T)> = HashMap::with_capacity(raws.len());
+    for (index, raw) in raws.iter().enumerate() {
+        let record = match parse_record::<T>(raw) {
+            Ok(record) => record,
+            Err(field) => {
+                results.push(failed::<T>(
+                    index,
+                    probe_key::<T>(raw).as_deref().unwrap_or_default(),
+                    format!("invalid: {field}"),
+                ));
+                continue;
+            }
+        };
+        match latest.get(record.key()) {
+            Some((_, kept)) if kept.last_modified_at() > record.last_modified_at() => {
+                results.push(skipped::<T>(index, record.key(), "stale"));
+            }
+            Some((kept_index, kept)) => {
+                results.push(skipped::<T>(*kept_index, kept.key(), "stale"));
+                latest.insert(record.key().to_owned(), (index, record));
+            }
+            None => {
+                latest.insert(record.key().to_owned(), (index, record));
+            }
+        }
+    }
+    let mut survivors: Vec<(usize, T)> = latest.into_values().collect();
+    survivors.sort_unstable_by_key(|(index, _)| *index);
+    (survivors, results)
+}
+
+/// Splits records into those to write and those already stored (`no_changes`) or older than
+/// what is stored (`stale`).
+fn against_stored<T: IngestRecord>(
+    records: &[(usize, T)],
+    stored: Vec<StoredVersion>,
+) -> (Vec<&(usize, T)>, Vec<RecordResult>) {
+    let stored: HashMap<String, (String, DateTime<Utc>)> = stored
+        .into_iter()
+        .map(|s| (s.key, (s.content_hash, s.erp_updated_at)))
+        .collect();
+    let mut fresh = Vec::with_capacity(records.len());
+    let mut results = Vec::new();
+    for entry in records {
+        let (index, record) = entry;
+        match stored.get(record.key()) {
+            Some((hash, _)) if hash == record.content_hash() => {
+                results.push(skipped::<T>(*index, record.key(), "no_changes"))
+            }
+            Some((_, at)) if *at > record.last_modified_at() => {
+                results.push(skipped::<T>(*index, record.key(), "stale"))
+            }
+            _ => fresh.push(entry),
+        }
+    }
+    (fresh, results)
+}
+
+fn parse_record<T: IngestRecord>(raw: &RawValue) -> Result<T, String> {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    let record: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        if path.is_empty() || path == "." {
+            // "missing field `unitCode`" at the root: the field is in the message.
+            let message = e.inner().to_string();
+            message
+                .split('`')
+                .nth(1)
+                .map(str::to_owned)
+                .unwrap_or_else(|| "record".into())
+        } else {
+            path
+        }
+    })?;
+    record.validate().map_err(|errors| {
+        errors
+            .field_errors()
+            .keys()
+            .next()
+            .map(|f| to_camel_case(f))
+            .unwrap_or_else(|| "record".into())
+    })?;
+    Ok(record)
+}
+
+/// The key of a record that failed to parse, if it has one, for the result line.
+fn probe_key<T: IngestRecord>(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        sku: Option<serde_json::Value>,
+        #[serde(rename = "erpWarehouseId")]
+        erp_warehouse_id: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_str(raw.get()).ok()?;
+    let value = match T::KEY_FIELD {
+        KeyField::Sku => probe.sku,
+        KeyField::ErpWarehouseId => probe.erp_warehouse_id,
+    };
+    match value {
+        Some(serde_json::Value::String(key)) => Some(key),
+        _ => None,
+    }
+}
+
+fn to_camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn key_of(key: &str) -> Option<String> {
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
+fn failed<T: IngestRecord>(index: usize, key: &str, reason: String) -> RecordResult {
+    RecordResult::new(
+        index,
+        T::KEY_FIELD,
+        key_of(key),
+        RecordStatus::Failed,
+        Some(reason),
+    )
+}
+
+fn skipped<T: IngestRecord>(index: usize, key: &str, reason: &str) -> RecordResult {
+    RecordResult::new(
+        index,
+        T::KEY_FIELD,
+        key_of(key),
+        RecordStatus::Skipped,
+        Some(reason.to_owned()),
+    )
+}
+
+/// A record the upsert wrote, or one its guard refused because a newer version was stored
+/// by a concurrent request after our read.
+fn outcome<T: IngestRecord>(index: usize, key: &str, written: bool) -> RecordResult {
+    if written {
+        RecordResult::new(
+            index,
+            T::KEY_FIELD,
+            key_of(key),
+            RecordStatus::Processed,
+            None,
+        )
+    } else {
+        skipped::<T>(index, key, "stale")
+    }
+}
