@@ -1,10 +1,15 @@
-//! Set-based ingest SQL: per chunk, one read of the stored versions and one bulk upsert.
+//! Set-based ingest SQL, per chunk of up to 500 records: one light query reads the stored
+//! versions of its keys (only keys are sent), one bulk upsert writes what is new or changed
+//! (a single statement: its own transaction). An unchanged chunk costs only the light query.
+//!
+//! Keys are joined from `UNNEST($keys)` rather than matched with `= ANY($keys)`: under a cached
+//! generic plan `= ANY` degrades to comparing every row of the vendor with every key.
 //! Every upsert refuses older data itself (`WHERE stored.erp_updated_at <=
 //! excluded.erp_updated_at`), so concurrent requests cannot overwrite a newer version.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 /// What is stored for a key: enough to skip unchanged records and refuse stale ones.
@@ -15,13 +20,16 @@ pub struct StoredVersion {
     pub erp_updated_at: DateTime<Utc>,
 }
 
+/// The stored versions of a chunk's items: only keys go to Postgres, so an unchanged chunk
+/// costs one light query.
 pub async fn item_versions(
-    db: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     vendor_id: &str,
     skus: &[&str],
 ) -> sqlx::Result<Vec<StoredVersion>> {
     sqlx::query_as(
-        "SELECT sku AS key, content_hash, erp_updated_at FROM items WHERE vendor_id = $1 AND sku = ANY($2)",
+        "SELECT i.sku AS key, i.content_hash, i.erp_updated_at
+         FROM UNNEST($2::text[]) AS k(sku) JOIN items i ON i.vendor_id = $1 AND i.sku = k.sku",
     )
     .bind(vendor_id)
     .bind(skus)
@@ -39,20 +47,20 @@ pub struct ItemRows<'a> {
     pub erp_vat_code: Vec<&'a str>,
     pub erp_family_code: Vec<Option<&'a str>>,
     pub erp_subfamily_code: Vec<Option<&'a str>>,
-    pub unit_code: Vec<String>,
-    pub vat_code: Vec<String>,
-    pub family_code: Vec<Option<String>>,
-    pub subfamily_code: Vec<Option<String>>,
+    pub unit_code: Vec<&'a str>,
+    pub vat_code: Vec<&'a str>,
+    pub family_code: Vec<Option<&'a str>>,
+    pub subfamily_code: Vec<Option<&'a str>>,
     pub price: Vec<Decimal>,
     pub is_active: Vec<bool>,
     pub content_hash: Vec<&'a str>,
     pub erp_updated_at: Vec<DateTime<Utc>>,
 }
 
-/// Writes the items; returns the SKUs actually written (the others were refused as older
-/// than what another request stored meanwhile).
+/// One bulk upsert; returns the SKUs written. The `WHERE` guard refuses a version older than
+/// the stored one, so of two racing requests the newer version always stays.
 pub async fn upsert_items(
-    db: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     vendor_id: &str,
     rows: &ItemRows<'_>,
 ) -> sqlx::Result<Vec<String>> {
@@ -60,14 +68,10 @@ pub async fn upsert_items(
         "INSERT INTO items (vendor_id, sku, name, description, erp_unit_code, erp_vat_code, erp_family_code,
                             erp_subfamily_code, unit_code, vat_code, family_code, subfamily_code, price,
                             is_active, content_hash, erp_updated_at, last_synced_at)
-         SELECT $1, t.sku, t.name, t.description, t.erp_unit_code, t.erp_vat_code, t.erp_family_code,
-                t.erp_subfamily_code, t.unit_code, t.vat_code, t.family_code, t.subfamily_code, t.price,
-                t.is_active, t.content_hash, t.erp_updated_at, now()
+         SELECT $1, t.*, now()
          FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                      $9::text[], $10::text[], $11::text[], $12::text[], $13::numeric[], $14::bool[],
-                     $15::text[], $16::timestamptz[])
-              AS t(sku, name, description, erp_unit_code, erp_vat_code, erp_family_code, erp_subfamily_code,
-                   unit_code, vat_code, family_code, subfamily_code, price, is_active, content_hash, erp_updated_at)
+                     $15::text[], $16::timestamptz[]) AS t
          ON CONFLICT (vendor_id, sku) DO UPDATE SET
              name = excluded.name, description = excluded.description,
              erp_unit_code = excluded.erp_unit_code, erp_vat_code = excluded.erp_vat_code,
@@ -101,13 +105,13 @@ pub async fn upsert_items(
 }
 
 pub async fn warehouse_versions(
-    db: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     vendor_id: &str,
     ids: &[&str],
 ) -> sqlx::Result<Vec<StoredVersion>> {
     sqlx::query_as(
-        "SELECT erp_warehouse_id AS key, content_hash, erp_updated_at FROM warehouses
-         WHERE vendor_id = $1 AND erp_warehouse_id = ANY($2)",
+        "SELECT w.erp_warehouse_id AS key, w.content_hash, w.erp_updated_at
+         FROM UNNEST($2::text[]) AS k(id) JOIN warehouses w ON w.vendor_id = $1 AND w.erp_warehouse_id = k.id",
     )
     .bind(vendor_id)
     .bind(ids)
@@ -126,16 +130,15 @@ pub struct WarehouseRows<'a> {
 }
 
 pub async fn upsert_warehouses(
-    db: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     vendor_id: &str,
     rows: &WarehouseRows<'_>,
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "INSERT INTO warehouses (vendor_id, erp_warehouse_id, name, address, is_active, content_hash,
                                  erp_updated_at, last_synced_at)
-         SELECT $1, t.erp_warehouse_id, t.name, t.address, t.is_active, t.content_hash, t.erp_updated_at, now()
-         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::timestamptz[])
-              AS t(erp_warehouse_id, name, address, is_active, content_hash, erp_updated_at)
+         SELECT $1, t.*, now()
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::timestamptz[]) AS t
          ON CONFLICT (vendor_id, erp_warehouse_id) DO UPDATE SET
              name = excluded.name, address = excluded.address, is_active = excluded.is_active,
              content_hash = excluded.content_hash, erp_updated_at = excluded.erp_updated_at,
@@ -177,16 +180,16 @@ pub struct StockTarget {
 }
 
 pub async fn stock_targets(
-    db: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     vendor_id: &str,
     warehouse_id: Uuid,
     skus: &[&str],
 ) -> sqlx::Result<Vec<StockTarget>> {
     sqlx::query_as(
         "SELECT i.sku, i.id AS item_id, s.content_hash, s.erp_updated_at
-         FROM items i
-         LEFT JOIN stock s ON s.vendor_id = i.vendor_id AND s.warehouse_id = $2 AND s.item_id = i.id
-         WHERE i.vendor_id = $1 AND i.sku = ANY($3)",
+         FROM UNNEST($3::text[]) AS k(sku)
+         JOIN items i ON i.vendor_id = $1 AND i.sku = k.sku
+         LEFT JOIN stock s ON s.vendor_id = i.vendor_id AND s.warehouse_id = $2 AND s.item_id = i.id",
     )
     .bind(vendor_id)
     .bind(warehouse_id)
@@ -204,9 +207,9 @@ pub struct StockRows<'a> {
     pub erp_updated_at: Vec<DateTime<Utc>>,
 }
 
-/// Writes stock rows; returns the item ids actually written.
+/// Writes stock rows; returns the item ids written.
 pub async fn upsert_stock(
-    db: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     vendor_id: &str,
     warehouse_id: Uuid,
     rows: &StockRows<'_>,
@@ -214,9 +217,8 @@ pub async fn upsert_stock(
     sqlx::query_scalar(
         "INSERT INTO stock (vendor_id, warehouse_id, item_id, quantity, reserved_quantity, content_hash,
                             erp_updated_at, last_synced_at)
-         SELECT $1, $2, t.item_id, t.quantity, t.reserved_quantity, t.content_hash, t.erp_updated_at, now()
-         FROM UNNEST($3::uuid[], $4::numeric[], $5::numeric[], $6::text[], $7::timestamptz[])
-              AS t(item_id, quantity, reserved_quantity, content_hash, erp_updated_at)
+         SELECT $1, $2, t.*, now()
+         FROM UNNEST($3::uuid[], $4::numeric[], $5::numeric[], $6::text[], $7::timestamptz[]) AS t
          ON CONFLICT (vendor_id, warehouse_id, item_id) DO UPDATE SET
              quantity = excluded.quantity, reserved_quantity = excluded.reserved_quantity,
              content_hash = excluded.content_hash, erp_updated_at = excluded.erp_updated_at,

@@ -1,7 +1,8 @@
 //! The ingest pipeline, for items, stock and warehouses alike:
 //! parse each record → validate → keep the latest of duplicate keys → skip unchanged
 //! (`no_changes`) and refuse older (`stale`) against what is stored → map ERP codes →
-//! one bulk upsert per chunk of 500, each chunk its own transaction.
+//! per chunk of 500, one light read of the stored versions and one bulk upsert (a single
+//! statement, its own transaction) of what is new or changed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -130,23 +131,21 @@ impl IngestService {
         chunk: &[(usize, ItemRecord)],
         codes: &ResolvedCodes,
     ) -> Result<Vec<RecordResult>, AppError> {
-        let mut tx = self.db.begin().await?;
         let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
-        let stored = queries::item_versions(&mut tx, vendor_id, &keys).await?;
-        let (fresh, mut results) = against_stored(chunk, stored);
-
+        let stored = stored_map(queries::item_versions(&self.db, vendor_id, &keys).await?);
         let mut rows = ItemRows::default();
-        let mut written_indexes = Vec::with_capacity(fresh.len());
-        for (index, item) in fresh {
-            let unit = codes.get(MappingType::Unit, &item.unit_code);
-            let vat = codes.get(MappingType::Vat, &item.vat_code);
+        let mut unmapped = HashMap::new();
+        for (_, item) in needing_write(chunk, &stored) {
+            let (unit, vat) = (
+                codes.get(MappingType::Unit, &item.unit_code),
+                codes.get(MappingType::Vat, &item.vat_code),
+            );
             let (Some(unit), Some(vat)) = (unit, vat) else {
-                let reason = if unit.is_none() {
-                    format!("unmapped_unit: {}", item.unit_code)
-                } else {
-                    format!("unmapped_vat: {}", item.vat_code)
+                let reason = match unit {
+                    None => format!("unmapped_unit: {}", item.unit_code),
+                    Some(_) => format!("unmapped_vat: {}", item.vat_code),
                 };
-                results.push(failed::<ItemRecord>(*index, item.key(), reason));
+                unmapped.insert(item.key(), reason);
                 continue;
             };
             rows.sku.push(&item.sku);
@@ -156,39 +155,34 @@ impl IngestService {
             rows.erp_vat_code.push(&item.vat_code);
             rows.erp_family_code.push(item.family_code.as_deref());
             rows.erp_subfamily_code.push(item.subfamily_code.as_deref());
-            rows.unit_code.push(unit.to_owned());
-            rows.vat_code.push(vat.to_owned());
+            rows.unit_code.push(unit);
+            rows.vat_code.push(vat);
             rows.family_code.push(
                 item.family_code
                     .as_deref()
-                    .and_then(|c| codes.get(MappingType::Family, c))
-                    .map(str::to_owned),
+                    .and_then(|c| codes.get(MappingType::Family, c)),
             );
             rows.subfamily_code.push(
                 item.subfamily_code
                     .as_deref()
-                    .and_then(|c| codes.get(MappingType::Subfamily, c))
-                    .map(str::to_owned),
+                    .and_then(|c| codes.get(MappingType::Subfamily, c)),
             );
             rows.price.push(item.price);
             rows.is_active.push(item.is_active.unwrap_or(true));
             rows.content_hash.push(&item.content_hash);
             rows.erp_updated_at.push(item.last_modified_at);
-            written_indexes.push((*index, item.sku.as_str()));
         }
-        if !written_indexes.is_empty() {
-            let written: HashSet<String> = queries::upsert_items(&mut tx, vendor_id, &rows)
+        let written: HashSet<String> = if rows.sku.is_empty() {
+            HashSet::new()
+        } else {
+            queries::upsert_items(&self.db, vendor_id, &rows)
                 .await?
                 .into_iter()
-                .collect();
-            results.extend(
-                written_indexes
-                    .into_iter()
-                    .map(|(index, sku)| outcome::<ItemRecord>(index, sku, written.contains(sku))),
-            );
-        }
-        tx.commit().await?;
-        Ok(results)
+                .collect()
+        };
+        Ok(classify(chunk, &stored, &written, |key| {
+            unmapped.remove(key)
+        }))
     }
 
     async fn write_warehouses(
@@ -196,30 +190,26 @@ impl IngestService {
         vendor_id: &str,
         chunk: &[(usize, WarehouseRecord)],
     ) -> Result<Vec<RecordResult>, AppError> {
-        let mut tx = self.db.begin().await?;
         let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
-        let stored = queries::warehouse_versions(&mut tx, vendor_id, &keys).await?;
-        let (fresh, mut results) = against_stored(chunk, stored);
-        if !fresh.is_empty() {
-            let mut rows = WarehouseRows::default();
-            for (_, w) in &fresh {
-                rows.erp_warehouse_id.push(&w.erp_warehouse_id);
-                rows.name.push(&w.name);
-                rows.address.push(w.address.as_deref());
-                rows.is_active.push(w.is_active.unwrap_or(true));
-                rows.content_hash.push(&w.content_hash);
-                rows.erp_updated_at.push(w.last_modified_at);
-            }
-            let written: HashSet<String> = queries::upsert_warehouses(&mut tx, vendor_id, &rows)
+        let stored = stored_map(queries::warehouse_versions(&self.db, vendor_id, &keys).await?);
+        let mut rows = WarehouseRows::default();
+        for (_, w) in needing_write(chunk, &stored) {
+            rows.erp_warehouse_id.push(&w.erp_warehouse_id);
+            rows.name.push(&w.name);
+            rows.address.push(w.address.as_deref());
+            rows.is_active.push(w.is_active.unwrap_or(true));
+            rows.content_hash.push(&w.content_hash);
+            rows.erp_updated_at.push(w.last_modified_at);
+        }
+        let written: HashSet<String> = if rows.erp_warehouse_id.is_empty() {
+            HashSet::new()
+        } else {
+            queries::upsert_warehouses(&self.db, vendor_id, &rows)
                 .await?
                 .into_iter()
-                .collect();
-            results.extend(fresh.iter().map(|(index, w)| {
-                outcome::<WarehouseRecord>(*index, w.key(), written.contains(w.key()))
-            }));
-        }
-        tx.commit().await?;
-        Ok(results)
+                .collect()
+        };
+        Ok(classify(chunk, &stored, &written, |_| None))
     }
 
     async fn write_stock(
@@ -228,16 +218,15 @@ impl IngestService {
         warehouse_id: Uuid,
         chunk: &[(usize, StockRecord)],
     ) -> Result<Vec<RecordResult>, AppError> {
-        let mut tx = self.db.begin().await?;
         let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
-        let targets = queries::stock_targets(&mut tx, vendor_id, warehouse_id, &keys).await?;
+        let targets = queries::stock_targets(&self.db, vendor_id, warehouse_id, &keys).await?;
         let mut item_ids = HashMap::with_capacity(targets.len());
-        let mut stored = Vec::with_capacity(targets.len());
+        let mut versions = Vec::with_capacity(targets.len());
         for target in targets {
             if let (Some(content_hash), Some(erp_updated_at)) =
                 (target.content_hash, target.erp_updated_at)
             {
-                stored.push(StoredVersion {
+                versions.push(StoredVersion {
                     key: target.sku.clone(),
                     content_hash,
                     erp_updated_at,
@@ -245,46 +234,90 @@ impl IngestService {
             }
             item_ids.insert(target.sku, target.item_id);
         }
-        let mut results = Vec::new();
-        let known: Vec<(usize, StockRecord)> = chunk
-            .iter()
-            .filter(|(index, record)| {
-                let known = item_ids.contains_key(record.key());
-                if !known {
-                    results.push(failed::<StockRecord>(
-                        *index,
-                        record.key(),
-                        "unknown_sku".into(),
-                    ));
-                }
-                known
-            })
-            .cloned()
-            .collect();
-        let (fresh, checked) = against_stored(&known, stored);
-        results.extend(checked);
-        if !fresh.is_empty() {
-            let mut rows = StockRows::default();
-            for (_, s) in &fresh {
-                rows.item_id.push(item_ids[s.key()]);
-                rows.quantity.push(s.quantity);
-                rows.reserved_quantity
-                    .push(s.reserved_quantity.unwrap_or(Decimal::ZERO));
-                rows.content_hash.push(&s.content_hash);
-                rows.erp_updated_at.push(s.last_modified_at);
-            }
-            let written: HashSet<Uuid> =
-                queries::upsert_stock(&mut tx, vendor_id, warehouse_id, &rows)
+        let stored = stored_map(versions);
+        let mut rows = StockRows::default();
+        let mut sent = Vec::new();
+        for (_, s) in needing_write(chunk, &stored) {
+            let Some(item_id) = item_ids.get(s.key()) else {
+                continue;
+            };
+            rows.item_id.push(*item_id);
+            rows.quantity.push(s.quantity);
+            rows.reserved_quantity
+                .push(s.reserved_quantity.unwrap_or(Decimal::ZERO));
+            rows.content_hash.push(&s.content_hash);
+            rows.erp_updated_at.push(s.last_modified_at);
+            sent.push(s.key());
+        }
+        let written: HashSet<String> = if sent.is_empty() {
+            HashSet::new()
+        } else {
+            let ids: HashSet<Uuid> =
+                queries::upsert_stock(&self.db, vendor_id, warehouse_id, &rows)
                     .await?
                     .into_iter()
                     .collect();
-            results.extend(fresh.iter().map(|(index, s)| {
-                outcome::<StockRecord>(*index, s.key(), written.contains(&item_ids[s.key()]))
-            }));
-        }
-        tx.commit().await?;
-        Ok(results)
+            sent.into_iter()
+                .filter(|sku| ids.contains(&item_ids[*sku]))
+                .map(str::to_owned)
+                .collect()
+        };
+        Ok(classify(chunk, &stored, &written, |key| {
+            (!item_ids.contains_key(key)).then(|| "unknown_sku".to_owned())
+        }))
     }
+}
+
+type Stored = HashMap<String, (String, DateTime<Utc>)>;
+
+fn stored_map(versions: Vec<StoredVersion>) -> Stored {
+    versions
+        .into_iter()
+        .map(|v| (v.key, (v.content_hash, v.erp_updated_at)))
+        .collect()
+}
+
+/// The records that are new, or changed and not older than what is stored.
+fn needing_write<'a, T: IngestRecord>(
+    chunk: &'a [(usize, T)],
+    stored: &Stored,
+) -> impl Iterator<Item = &'a (usize, T)> {
+    chunk
+        .iter()
+        .filter(|(_, record)| match stored.get(record.key()) {
+            None => true,
+            Some((hash, at)) => hash != record.content_hash() && *at <= record.last_modified_at(),
+        })
+}
+
+/// Judges each record of a chunk, in the plan's order: unchanged (`no_changes`), older than
+/// stored (`stale`), refused before writing (`refusal`: `unmapped_unit: X`, `unknown_sku`, …),
+/// written (`processed`), or refused by the upsert's guard because a concurrent request stored
+/// a newer version after our read (`stale`).
+fn classify<T: IngestRecord>(
+    chunk: &[(usize, T)],
+    stored: &Stored,
+    written: &HashSet<String>,
+    mut refusal: impl FnMut(&str) -> Option<String>,
+) -> Vec<RecordResult> {
+    chunk
+        .iter()
+        .map(|(index, record)| {
+            let key = record.key();
+            match stored.get(key) {
+                Some((hash, _)) if hash == record.content_hash() => {
+                    skipped::<T>(*index, key, "no_changes")
+                }
+                Some((_, at)) if *at > record.last_modified_at() => {
+                    skipped::<T>(*index, key, "stale")
+                }
+                _ => match refusal(key) {
+                    Some(reason) => failed::<T>(*index, key, reason),
+                    None => outcome_of::<T>(*index, key, written.contains(key)),
+                },
+            }
+        })
+        .collect()
 }
 
 /// ERP code → marketplace code, per mapping type; absent codes are unmapped.
@@ -333,49 +366,10 @@ fn prepare<T: IngestRecord>(raws: &[&RawValue]) -> (Vec<(usize, T)>, Vec<RecordR
     (survivors, results)
 }
 
-/// Splits records into those to write and those already stored (`no_changes`) or older than
-/// what is stored (`stale`).
-fn against_stored<T: IngestRecord>(
-    records: &[(usize, T)],
-    stored: Vec<StoredVersion>,
-) -> (Vec<&(usize, T)>, Vec<RecordResult>) {
-    let stored: HashMap<String, (String, DateTime<Utc>)> = stored
-        .into_iter()
-        .map(|s| (s.key, (s.content_hash, s.erp_updated_at)))
-        .collect();
-    let mut fresh = Vec::with_capacity(records.len());
-    let mut results = Vec::new();
-    for entry in records {
-        let (index, record) = entry;
-        match stored.get(record.key()) {
-            Some((hash, _)) if hash == record.content_hash() => {
-                results.push(skipped::<T>(*index, record.key(), "no_changes"))
-            }
-            Some((_, at)) if *at > record.last_modified_at() => {
-                results.push(skipped::<T>(*index, record.key(), "stale"))
-            }
-            _ => fresh.push(entry),
-        }
-    }
-    (fresh, results)
-}
-
 fn parse_record<T: IngestRecord>(raw: &RawValue) -> Result<T, String> {
-    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    let record: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        if path.is_empty() || path == "." {
-            // "missing field `unitCode`" at the root: the field is in the message.
-            let message = e.inner().to_string();
-            message
-                .split('`')
-                .nth(1)
-                .map(str::to_owned)
-                .unwrap_or_else(|| "record".into())
-        } else {
-            path
-        }
-    })?;
+    // The fast path parses plainly; only a failing record is parsed again with path tracking,
+    // to name the offending field.
+    let record: T = serde_json::from_str(raw.get()).map_err(|_| failing_field::<T>(raw))?;
     record.validate().map_err(|errors| {
         errors
             .field_errors()
@@ -385,6 +379,27 @@ fn parse_record<T: IngestRecord>(raw: &RawValue) -> Result<T, String> {
             .unwrap_or_else(|| "record".into())
     })?;
     Ok(record)
+}
+
+fn failing_field<T: IngestRecord>(raw: &RawValue) -> String {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Ok(_) => "record".into(),
+        Err(e) => {
+            let path = e.path().to_string();
+            if path.is_empty() || path == "." {
+                // "missing field `unitCode`" at the root: the field is in the message.
+                let message = e.inner().to_string();
+                message
+                    .split('`')
+                    .nth(1)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| "record".into())
+            } else {
+                path
+            }
+        }
+    }
 }
 
 /// The key of a record that failed to parse, if it has one, for the result line.
@@ -447,8 +462,8 @@ fn skipped<T: IngestRecord>(index: usize, key: &str, reason: &str) -> RecordResu
 }
 
 /// A record the upsert wrote, or one its guard refused because a newer version was stored
-/// by a concurrent request after our read.
-fn outcome<T: IngestRecord>(index: usize, key: &str, written: bool) -> RecordResult {
+/// by a concurrent request after our snapshot.
+fn outcome_of<T: IngestRecord>(index: usize, key: &str, written: bool) -> RecordResult {
     if written {
         RecordResult::new(
             index,

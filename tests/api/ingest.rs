@@ -588,7 +588,7 @@ async fn ingest_is_rate_limited_per_vendor(db: PgPool) {
 
 #[sqlx::test]
 async fn the_upsert_itself_refuses_older_data(db: PgPool) {
-    // The guard in the statement, without the pre-read: what protects two racing requests.
+    // The guard in the statement, without the read before it: what protects racing requests.
     use erp_sync::ingest::queries::{ItemRows, upsert_items};
     let rows = |hash: &'static str, minutes: i64| ItemRows {
         sku: vec!["SKU-1"],
@@ -598,8 +598,8 @@ async fn the_upsert_itself_refuses_older_data(db: PgPool) {
         erp_vat_code: vec!["T1"],
         erp_family_code: vec![None],
         erp_subfamily_code: vec![None],
-        unit_code: vec!["piece".into()],
-        vat_code: vec!["vat".into()],
+        unit_code: vec!["piece"],
+        vat_code: vec!["vat"],
         family_code: vec![None],
         subfamily_code: vec![None],
         price: vec![rust_decimal::Decimal::ONE],
@@ -611,15 +611,12 @@ async fn the_upsert_itself_refuses_older_data(db: PgPool) {
                 .with_timezone(&Utc),
         ],
     };
-    let mut conn = db.acquire().await.unwrap();
     assert_eq!(
-        upsert_items(&mut conn, VENDOR, &rows("new", 20))
-            .await
-            .unwrap(),
+        upsert_items(&db, VENDOR, &rows("new", 20)).await.unwrap(),
         ["SKU-1"]
     );
     assert!(
-        upsert_items(&mut conn, VENDOR, &rows("old", 10))
+        upsert_items(&db, VENDOR, &rows("old", 10))
             .await
             .unwrap()
             .is_empty(),
