@@ -30,7 +30,7 @@ impl Application {
         let listener = TcpListener::bind(&address)
             .await
             .with_context(|| format!("binding {address}"))?;
-        let state = AppState::new(settings, pool, redis);
+        let state = AppState::new(settings, pool, redis)?;
         Ok(Self { listener, state })
     }
 
@@ -50,6 +50,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
         spawn_housekeeping(&tasks, &self.state, shutdown.clone());
+        spawn_order_sync(&tasks, &self.state, shutdown.clone());
 
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "erp-sync listening");
@@ -77,6 +78,79 @@ fn spawn_housekeeping(tasks: &TaskTracker, state: &AppState, shutdown: Cancellat
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => limits.retain_recent(),
+            }
+        }
+    });
+}
+
+/// The order-sync worker, the LISTEN for new orders and the outbox / recovery sweep.
+fn spawn_order_sync(tasks: &TaskTracker, state: &AppState, shutdown: CancellationToken) {
+    let orders = state.orders.clone();
+    if !state.settings.order_sync_enabled {
+        tracing::info!(
+            "order sync disabled (ORDER_SYNC_ENABLED=false): jobs accumulate in Postgres"
+        );
+        return;
+    }
+    if !orders.can_call_agents() {
+        tracing::warn!(
+            "AGENT_SECRET is not set: order sync is paused, jobs accumulate in Postgres"
+        );
+        return;
+    }
+    let worker = orders.dispatcher().clone().run_worker(
+        orders.clone(),
+        state.settings.worker_concurrency,
+        shutdown.clone(),
+    );
+    tasks.spawn(worker);
+
+    // New orders NOTIFY; every notification (or a burst of them) wakes the dispatch loop once.
+    let (db, waker, stop) = (state.db.clone(), orders.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        loop {
+            let listener = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&db).await?;
+                listener.listen("erp_sync_jobs").await?;
+                loop {
+                    listener.recv().await?;
+                    waker.wake();
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), sqlx::Error>(())
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                result = listener => {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "LISTEN erp_sync_jobs failed; the sweep still runs; reconnecting");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    });
+
+    let interval = state.settings.order_sync_sweep_interval;
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let sweep = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => true,
+                _ = orders.woken() => false,
+            };
+            let result = if sweep {
+                orders.sweep().await
+            } else {
+                orders.dispatch_due().await
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, "order dispatch failed; next tick retries");
             }
         }
     });

@@ -5,8 +5,13 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::{
-    agents::AgentService, config::Settings, db::Redis, http::rate_limit::RateLimits,
-    ingest::IngestService, mappings::MappingService,
+    agents::AgentService,
+    config::Settings,
+    db::Redis,
+    http::rate_limit::RateLimits,
+    ingest::IngestService,
+    mappings::MappingService,
+    orders::{OrderSync, agent_client::AgentClient, queue::Dispatcher},
 };
 
 #[derive(Clone)]
@@ -17,21 +22,31 @@ pub struct AppState {
     pub agents: AgentService,
     pub mappings: MappingService,
     pub ingest: IngestService,
+    pub orders: OrderSync,
     pub rate_limits: Arc<RateLimits>,
 }
 
 impl AppState {
-    pub fn new(settings: Settings, db: PgPool, redis: Redis) -> Self {
+    pub fn new(settings: Settings, db: PgPool, redis: Redis) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let mappings = MappingService::new(db.clone());
-        Self {
-            agents: AgentService::new(db.clone(), &settings),
+        let agents = AgentService::new(db.clone(), &settings);
+        let orders = OrderSync::new(
+            db.clone(),
+            agents.clone(),
+            AgentClient::new(&settings)?,
+            Dispatcher::new(redis.clone()),
+            &settings,
+        );
+        Ok(Self {
+            orders,
+            agents,
             ingest: IngestService::new(db.clone(), mappings.clone()),
             mappings,
             rate_limits: Arc::new(RateLimits::new(&settings)),
             settings,
             db,
             redis,
-        }
+        })
     }
 }

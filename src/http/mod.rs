@@ -36,6 +36,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::agents::routes::router())
         .merge(crate::mappings::routes::router())
         .merge(crate::ingest::routes::router())
+        .merge(crate::orders::routes::router())
 }
 
 /// The OpenAPI document of every route that exists.

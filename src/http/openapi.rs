@@ -19,6 +19,7 @@ use utoipa::{
         (name = "agents", description = "Agent registry and heartbeats"),
         (name = "mappings", description = "ERP code mappings (admin)"),
         (name = "ingest", description = "Items, stock and warehouses pushed by agents"),
+        (name = "orders", description = "Order sync: callbacks, jobs, dead-letter queue, circuit breakers"),
     )
 )]
 pub struct ApiDoc;

@@ -25,10 +25,12 @@ pub struct DlqEntry {
     pub resolved_at: Option<DateTime<Utc>>,
     pub resolved_by: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The job a retry of this entry created.
+    pub retried_job_id: Option<Uuid>,
 }
 
 const COLUMNS: &str = "id, original_job_id, vendor_id, operation, payload, failure_reason, failure_stack, \
-                       attempt_count, last_attempt_at, resolved, resolved_at, resolved_by, created_at";
+                       attempt_count, last_attempt_at, resolved, resolved_at, resolved_by, created_at, retried_job_id";
 
 pub struct NewDlqEntry<'a> {
     pub original_job_id: Option<Uuid>,
@@ -128,4 +130,21 @@ pub async fn count_unresolved(
         .bind(vendor_id)
         .fetch_one(db)
         .await
+}
+
+/// Records that the entry was retried as `job_id`: resolved by the retry.
+pub async fn mark_retried(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    job_id: Uuid,
+) -> sqlx::Result<Option<DlqEntry>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE dead_letter_queue SET retried_job_id = $2, resolved = true,
+             resolved_at = now(), resolved_by = 'retry'
+         WHERE id = $1 AND NOT resolved RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(job_id)
+    .fetch_optional(db)
+    .await
 }

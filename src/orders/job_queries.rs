@@ -235,3 +235,193 @@ pub async fn list(
     .await?;
     Ok((rows, total))
 }
+
+// --- Order sync: the outbox protocol -------------------------------------------------------
+
+pub const CREATE_ORDER: &str = "create_order";
+/// The unique index that forbids two live jobs for one order.
+pub const ONE_LIVE_JOB_PER_ORDER: &str = "sync_jobs_one_live_job_per_order";
+
+/// Takes a job for one attempt: pending and due, or processing with its lease run out (the
+/// worker holding it died, or the agent never called back). Returns `None` when another
+/// worker has it or it is finished: a duplicate delivery, to be acknowledged and dropped.
+pub async fn claim(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    lease: chrono::Duration,
+    max_attempts: i32,
+) -> sqlx::Result<Option<SyncJob>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE sync_jobs SET status = 'processing', started_at = now(), retry_count = retry_count + 1,
+                              max_retries = $3, next_retry_at = now() + $2
+         WHERE id = $1
+           AND ((status = 'pending' AND COALESCE(next_retry_at, created_at) <= now() + interval '1 second')
+                OR (status = 'processing' AND next_retry_at < now()))
+         RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(lease)
+    .bind(max_attempts)
+    .fetch_optional(db)
+    .await
+}
+
+/// After a 202: the job stays processing until the callback, or until `deadline` passes and
+/// the recovery sweep hands it out again.
+pub async fn await_callback(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    deadline: chrono::Duration,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE sync_jobs SET next_retry_at = now() + $2 WHERE id = $1 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(deadline)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Completes a live job and copies the ERP reference onto its order. `None` when the job was
+/// already finished (a repeated or late answer): nothing changes.
+pub async fn complete(
+    db: &mut sqlx::PgConnection,
+    id: Uuid,
+    erp_reference: &str,
+) -> sqlx::Result<Option<SyncJob>> {
+    let job: Option<SyncJob> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE sync_jobs SET status = 'completed', completed_at = now(), erp_reference = $2,
+                              next_retry_at = NULL, error_message = NULL
+         WHERE id = $1 AND status IN ('pending', 'processing')
+         RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(erp_reference)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some(order_id) = job.as_ref().and_then(|j| j.postgres_order_id) {
+        sqlx::query("UPDATE orders SET erp_reference = $2, updated_at = now() WHERE id = $1")
+            .bind(order_id)
+            .bind(erp_reference)
+            .execute(&mut *db)
+            .await?;
+    }
+    Ok(job)
+}
+
+/// Puts a processing job back to pending, due at `due_at`. `dispatched_at` is set to the due
+/// time when a delayed task was queued for it, so the recovery sweep leaves it alone unless
+/// that task is lost.
+pub async fn reschedule(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    due_at: DateTime<Utc>,
+    error: &str,
+    dispatched: bool,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE sync_jobs SET status = 'pending', next_retry_at = $2, error_message = $3,
+                              dispatched_at = CASE WHEN $4 THEN $2 ELSE dispatched_at END
+         WHERE id = $1 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(due_at)
+    .bind(error)
+    .bind(dispatched)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Fails a live job for good; `None` when it was already finished.
+pub async fn fail(db: impl PgExecutor<'_>, id: Uuid, error: &str) -> sqlx::Result<Option<SyncJob>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE sync_jobs SET status = 'failed', completed_at = now(), error_message = $2, next_retry_at = NULL
+         WHERE id = $1 AND status IN ('pending', 'processing')
+         RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(error)
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks up to `limit` jobs that are due and not held by anyone as dispatched and returns
+/// them: new jobs, retries whose queued task was lost, jobs whose lease ran out. `SKIP LOCKED`
+/// keeps two replicas from taking the same rows.
+pub async fn take_due(
+    db: impl PgExecutor<'_>,
+    grace: chrono::Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "UPDATE sync_jobs SET dispatched_at = now()
+         WHERE id IN (
+             SELECT id FROM sync_jobs
+             WHERE status IN ('pending', 'processing') AND operation = 'create_order'
+               AND COALESCE(next_retry_at, created_at) <= now()
+               AND (dispatched_at IS NULL
+                    OR dispatched_at < COALESCE(next_retry_at, created_at)
+                    OR dispatched_at < now() - $1)
+             ORDER BY COALESCE(next_retry_at, created_at)
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id",
+    )
+    .bind(grace)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Creates the job of every recent order that has none (inserted before the trigger existed,
+/// or with the trigger disabled). Only orders without an ERP reference, created within
+/// `lookback`: a first install never replays the marketplace's history.
+pub async fn create_missing(
+    db: impl PgExecutor<'_>,
+    lookback: chrono::Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "INSERT INTO sync_jobs (postgres_order_id, vendor_id, operation, payload, expires_at)
+         SELECT o.id, o.vendor_id, 'create_order',
+                erp_sync_order_payload(o.id) || jsonb_build_object('correlationId', gen_random_uuid()),
+                now() + interval '30 days'
+         FROM orders o
+         WHERE o.created_at > now() - $1 AND o.erp_reference IS NULL
+           AND NOT EXISTS (SELECT 1 FROM sync_jobs j WHERE j.postgres_order_id = o.id AND j.operation = 'create_order')
+         ORDER BY o.created_at
+         LIMIT $2
+         ON CONFLICT (postgres_order_id) WHERE operation = 'create_order' AND status IN ('pending', 'processing')
+         DO NOTHING
+         RETURNING id",
+    )
+    .bind(lookback)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A new job for an order, by hand (admin re-sync, DLQ retry). Violates
+/// [`ONE_LIVE_JOB_PER_ORDER`] while the order has a live job; `None` when there is no order.
+pub async fn create_for_order(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+    correlation_id: &str,
+    max_attempts: i32,
+) -> sqlx::Result<Option<SyncJob>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO sync_jobs (postgres_order_id, vendor_id, operation, payload, max_retries, expires_at)
+         SELECT o.id, o.vendor_id, 'create_order',
+                erp_sync_order_payload(o.id) || jsonb_build_object('correlationId', $2::text),
+                $3, now() + interval '30 days'
+         FROM orders o WHERE o.id = $1
+         RETURNING {COLUMNS}"
+    )))
+    .bind(order_id)
+    .bind(correlation_id)
+    .bind(max_attempts)
+    .fetch_optional(db)
+    .await
+}

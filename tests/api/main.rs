@@ -7,4 +7,6 @@ mod config;
 mod foundation;
 mod ingest;
 mod mappings;
+mod mock_agent;
+mod orders;
 mod repositories;

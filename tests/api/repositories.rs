@@ -43,6 +43,11 @@ fn new_job<'a>(
 #[sqlx::test]
 async fn sync_jobs_lifecycle_and_metrics(db: PgPool) {
     let order_id = order(&db, "v1").await;
+    // The insert trigger made the order's job; this test makes its own.
+    sqlx::query("DELETE FROM sync_jobs")
+        .execute(&db)
+        .await
+        .unwrap();
     let payload = json!({"orderId": order_id});
     let job = jobs::create(&db, &new_job(Some(order_id), "v1", &payload))
         .await

@@ -1,0 +1,219 @@
+//! Circuit breakers per `vendorId:apiType` (tower-resilience-circuitbreaker).
+//!
+//! Chosen over failsafe 1.3 because failsafe's half-open state lets every call through (a
+//! burst hits a sick agent) and exposes no state or counts. This crate gives a failure-rate
+//! threshold over a minimum number of calls, exactly one probe when half-open, state and
+//! counts, and reset. Breakers live in each process: every replica judges an agent from its
+//! own calls, which is what a breaker is for.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::Serialize;
+use tower::ServiceExt;
+use tower_resilience_circuitbreaker::{
+    CircuitBreaker, CircuitBreakerError, CircuitBreakerLayer, CircuitState, FailureClassifier,
+    SlidingWindowType,
+};
+use utoipa::ToSchema;
+
+use super::agent_client::{AgentCallError, AgentClient, CreateOrderOutcome};
+use crate::config::Settings;
+
+type Breaker = CircuitBreaker<RunCall, BreakerFailure>;
+
+/// One create-order call, as the request the breaker's service runs. A plain struct (no trait
+/// objects) keeps the futures around it provably `Send`.
+pub struct CreateOrderCall {
+    pub client: AgentClient,
+    pub agent_url: String,
+    pub job_id: String,
+    pub correlation_id: String,
+    pub body: serde_json::Value,
+}
+
+/// The service a breaker wraps: makes the call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunCall;
+
+impl tower::Service<CreateOrderCall> for RunCall {
+    type Response = CreateOrderOutcome;
+    type Error = AgentCallError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<CreateOrderOutcome, AgentCallError>> + Send + 'static>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: CreateOrderCall) -> Self::Future {
+        Box::pin(async move {
+            call.client
+                .create_order(
+                    &call.agent_url,
+                    &call.job_id,
+                    &call.correlation_id,
+                    &call.body,
+                )
+                .await
+        })
+    }
+}
+
+/// Only the agent's ill health opens a breaker: 5xx, timeouts, connection errors, 408/429.
+/// A permanent 4xx means the agent answered sanely about a bad order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BreakerFailure;
+
+impl<Res> FailureClassifier<Res, AgentCallError> for BreakerFailure {
+    fn classify(&self, result: &Result<Res, AgentCallError>) -> bool {
+        matches!(result, Err(e) if e.is_retryable())
+    }
+}
+
+#[derive(Debug)]
+pub enum BreakerError {
+    /// Open (or half-open with its probe already out): the call was not made.
+    Open,
+    Call(AgentCallError),
+}
+
+#[derive(Clone, Debug)]
+struct BreakerSettings {
+    failure_rate: f64,
+    min_calls: usize,
+    window: Duration,
+    open_for: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakerSnapshot {
+    pub vendor_id: String,
+    pub api_type: String,
+    /// CLOSED, OPEN or HALF_OPEN.
+    pub state: &'static str,
+    pub total_calls: usize,
+    pub failure_count: usize,
+    pub success_count: usize,
+    pub failure_rate: f64,
+    pub ms_since_state_change: u64,
+}
+
+#[derive(Clone)]
+pub struct BreakerRegistry {
+    breakers: Arc<Mutex<HashMap<(String, String), Breaker>>>,
+    settings: BreakerSettings,
+}
+
+impl BreakerRegistry {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            breakers: Arc::default(),
+            settings: BreakerSettings {
+                failure_rate: settings.breaker_failure_rate,
+                min_calls: settings.breaker_min_calls as usize,
+                window: Duration::from_secs(60),
+                open_for: settings.breaker_open_for,
+            },
+        }
+    }
+
+    fn build(&self, vendor_id: &str, api_type: &str) -> Breaker {
+        let (vendor, api) = (vendor_id.to_owned(), api_type.to_owned());
+        CircuitBreakerLayer::builder()
+            .name(format!("{vendor_id}:{api_type}"))
+            .failure_rate_threshold(self.settings.failure_rate)
+            // Time-based: old calls age out, so a long healthy past cannot mask a sick present.
+            .sliding_window_type(SlidingWindowType::TimeBased)
+            .sliding_window_duration(self.settings.window)
+            .minimum_number_of_calls(self.settings.min_calls)
+            .wait_duration_in_open(self.settings.open_for)
+            .permitted_calls_in_half_open(1)
+            .on_state_transition(move |from, to| {
+                tracing::warn!(vendor_id = %vendor, api_type = %api, from = ?from, to = ?to, "circuit breaker changed state");
+            })
+            .failure_classifier_type(BreakerFailure)
+            .build()
+            .expect("circuit breaker settings are validated at start-up")
+            .layer_fn(RunCall)
+    }
+
+    fn get(&self, vendor_id: &str, api_type: &str) -> Breaker {
+        let mut map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((vendor_id.to_owned(), api_type.to_owned()))
+            .or_insert_with(|| self.build(vendor_id, api_type))
+            .clone()
+    }
+
+    /// Makes the call through the vendor's breaker; it is not made when the breaker is open.
+    pub async fn create_order(
+        &self,
+        vendor_id: &str,
+        api_type: &str,
+        call: CreateOrderCall,
+    ) -> Result<CreateOrderOutcome, BreakerError> {
+        match self.get(vendor_id, api_type).oneshot(call).await {
+            Ok(outcome) => Ok(outcome),
+            Err(CircuitBreakerError::OpenCircuit) => Err(BreakerError::Open),
+            Err(CircuitBreakerError::Inner(e)) => Err(BreakerError::Call(e)),
+        }
+    }
+
+    pub async fn snapshot(&self) -> Vec<BreakerSnapshot> {
+        let entries: Vec<((String, String), Breaker)> = {
+            let map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter().map(|(k, b)| (k.clone(), b.clone())).collect()
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for ((vendor_id, api_type), breaker) in entries {
+            let m = breaker.metrics().await;
+            // Open → half-open happens lazily on the next call; report what a call would meet.
+            let state = match m.state {
+                CircuitState::Open if m.time_since_state_change >= self.settings.open_for => {
+                    "HALF_OPEN"
+                }
+                CircuitState::Open => "OPEN",
+                CircuitState::HalfOpen => "HALF_OPEN",
+                CircuitState::Closed => "CLOSED",
+            };
+            out.push(BreakerSnapshot {
+                vendor_id,
+                api_type,
+                state,
+                total_calls: m.total_calls,
+                failure_count: m.failure_count,
+                success_count: m.success_count,
+                failure_rate: m.failure_rate,
+                ms_since_state_change: m.time_since_state_change.as_millis() as u64,
+            });
+        }
+        out.sort_by(|a, b| (&a.vendor_id, &a.api_type).cmp(&(&b.vendor_id, &b.api_type)));
+        out
+    }
+
+    /// Closes the breaker and clears its counts; `false` when there is no such breaker.
+    pub async fn reset(&self, vendor_id: &str, api_type: &str) -> bool {
+        let old = {
+            let mut map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+            map.get_mut(&(vendor_id.to_owned(), api_type.to_owned()))
+                .map(|slot| std::mem::replace(slot, self.build(vendor_id, api_type)))
+        };
+        match old {
+            Some(old) => {
+                old.reset().await;
+                tracing::info!(vendor_id, api_type, "circuit breaker reset by an operator");
+                true
+            }
+            None => false,
+        }
+    }
+}
