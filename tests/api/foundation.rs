@@ -406,6 +406,22 @@ async fn openapi_lists_every_route_and_both_security_schemes(db: PgPool) {
         "/api/admin/mappings",
         "/api/admin/mappings/{id}",
         "/api/admin/mappings/seed",
+        "/api/sync/items",
+        "/api/sync/items/batch",
+        "/api/sync/stock",
+        "/api/sync/stock/batch",
+        "/api/sync/warehouses",
+        "/api/sync/warehouses/batch",
+        "/api/agents/callback",
+        "/api/admin/sync-jobs",
+        "/api/admin/sync-status/{jobId}",
+        "/api/admin/orders/{orderId}/sync",
+        "/api/admin/dlq",
+        "/api/admin/dlq/{id}",
+        "/api/admin/dlq/{id}/retry",
+        "/api/admin/dlq/{id}/resolve",
+        "/api/admin/circuit-breakers",
+        "/api/admin/circuit-breakers/{vendorId}/{apiType}/reset",
     ] {
         assert!(paths.contains_key(path), "OpenAPI lacks {path}");
     }

@@ -158,6 +158,11 @@ pub fn delete_redis_keys(prefix: &str) {
     for chunk in keys.chunks(500) {
         let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
     }
+    // apalis registers every queue in one global sorted set: take our member out of it.
+    let _: redis::RedisResult<()> = redis::cmd("ZREM")
+        .arg("core:apalis:queues:list")
+        .arg(format!("{prefix}:order-sync:workers"))
+        .query(&mut conn);
 }
 
 use redis::Commands as _;
