@@ -1,0 +1,166 @@
+//! Order-sync benchmark: `cargo bench --bench orders`.
+//!
+//! For each worker concurrency (5, then 20): starts the release binary on a database of its
+//! own, with a mock agent on 127.0.0.1:0 answering 200 {erpReference}; inserts BENCH_ORDERS
+//! (10 000) orders with one line each, in transactions of 500 (the trigger makes the jobs);
+//! waits until every job is completed; prints orders/s (first insert → last completion) and
+//! p50/p99 of insert-to-completed latency, from Postgres timestamps.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use axum::{Json, Router, routing::post};
+use serde_json::json;
+use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+
+const API_KEY: &str = "bench-api-secret-0123456789abcdefghijkl";
+
+async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
+    let db_name = format!("erp_sync_orders_bench_{}_{concurrency}", std::process::id());
+    let db_url = format!("{}/{db_name}", master.rsplit_once('/').unwrap().0);
+    let mut admin = PgConnection::connect(master).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prefix = format!("erp-sync-orders-bench-{}-{concurrency}", std::process::id());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_erp-sync"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", &db_url)
+        .env("REDIS_PREFIX", &prefix)
+        .env("API_SECRET", API_KEY)
+        .env("AGENT_SECRET", "bench-agent-secret-000")
+        .env("WORKER_CONCURRENCY", concurrency.to_string())
+        .env("ORDER_SYNC_SWEEP_INTERVAL_MS", "1000")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&db_url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO agent_registry (vendor_id, agent_url, erp_type, auth_token_hash, status, last_heartbeat)
+         VALUES ('bench-vendor', $1, 'ebp', 'x', 'online', now())",
+    )
+    .bind(agent_url)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let started = Instant::now();
+    for batch in 0..orders.div_ceil(500) {
+        let n = 500.min(orders - batch * 500) as i32;
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(
+            "WITH o AS (INSERT INTO orders (id, vendor_id, total_amount)
+                        SELECT gen_random_uuid(), 'bench-vendor', 10 FROM generate_series(1, $1) RETURNING id)
+             INSERT INTO order_lines (order_id, sku, quantity, unit_price) SELECT id, 'SKU-1', 1, 10 FROM o",
+        )
+        .bind(n)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let inserted_in = started.elapsed();
+    loop {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sync_jobs WHERE status = 'completed'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if done as usize >= orders || started.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (count, span_s, p50, p99): (i64, f64, f64, f64) = sqlx::query_as(
+        "SELECT count(*),
+                EXTRACT(EPOCH FROM max(j.completed_at) - min(o.created_at))::float8,
+                (percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM j.completed_at - o.created_at)))::float8 * 1000,
+                (percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM j.completed_at - o.created_at)))::float8 * 1000
+         FROM sync_jobs j JOIN orders o ON o.id = j.postgres_order_id WHERE j.status = 'completed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    println!(
+        "WORKER_CONCURRENCY={concurrency:<3} {count} orders completed  inserted in {:.2} s  {:>7.0} orders/s end to end  p50 {:>7.1} ms  p99 {:>7.1} ms",
+        inserted_in.as_secs_f64(),
+        count as f64 / span_s,
+        p50,
+        p99
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    pool.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    if let Ok(redis) = redis::Client::open("redis://127.0.0.1:6379") {
+        if let Ok(mut conn) = redis.get_connection() {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query(&mut conn)
+                .unwrap_or_default();
+            for chunk in keys.chunks(500) {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+            }
+            let _: redis::RedisResult<()> = redis::cmd("ZREM")
+                .arg("core:apalis:queues:list")
+                .arg(format!("{prefix}:order-sync:workers"))
+                .query(&mut conn);
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let orders: usize = std::env::var("BENCH_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let master = std::env::var("BENCH_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let app = Router::new().route(
+        "/sync/create-order",
+        post(move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move { Json(json!({"erpReference": format!("ERP-{n}")})) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    println!("erp-sync order-sync bench: {orders} orders, mock agent answering 200\n");
+    for concurrency in [5, 20] {
+        run(concurrency, orders, &master, &agent_url).await;
+    }
+}
