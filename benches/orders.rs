@@ -123,8 +123,10 @@ async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
     .execute(&mut admin)
     .await
     .unwrap();
-    if let Ok(redis) = redis::Client::open("redis://127.0.0.1:6379") {
-        if let Ok(mut conn) = redis.get_connection() {
+    if let Ok(redis) = redis::Client::open("redis://127.0.0.1:6379")
+        && let Ok(mut conn) = redis.get_connection()
+    {
+        {
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{prefix}:*"))
                 .query(&mut conn)
