@@ -319,9 +319,7 @@ impl OrderSync {
         erp_reference: Option<&str>,
         error: Option<&str>,
     ) -> Result<SyncJob, AppError> {
-        let job = jobs::find_by_id(&self.inner.db, job_id)
-            .await?
-            .ok_or_else(|| AppError::not_found(format!("no job {job_id}")))?;
+        let job = self.job(job_id).await?;
         if job.vendor_id != vendor_id {
             return Err(AppError::Forbidden("this job belongs to another vendor"));
         }
@@ -355,9 +353,7 @@ impl OrderSync {
                 }
             }
         }
-        jobs::find_by_id(&self.inner.db, job_id)
-            .await?
-            .ok_or_else(|| AppError::not_found(format!("no job {job_id}")))
+        self.job(job_id).await
     }
 
     /// Admin re-sync of an order: a new job, unless one is live (409).
@@ -373,9 +369,7 @@ impl OrderSync {
             self.inner.max_attempts as i32,
         )
         .await
-        .on_constraint(jobs::ONE_LIVE_JOB_PER_ORDER, || {
-            AppError::Conflict(format!("order {order_id} already has a live sync job"))
-        })?
+        .on_constraint(jobs::ONE_LIVE_JOB_PER_ORDER, || live_job_conflict(order_id))?
         .ok_or_else(|| AppError::not_found(format!("no order {order_id}")))?;
         self.wake();
         Ok(job)
@@ -456,9 +450,7 @@ impl OrderSync {
             self.inner.max_attempts as i32,
         )
         .await
-        .on_constraint(jobs::ONE_LIVE_JOB_PER_ORDER, || {
-            AppError::Conflict(format!("order {order_id} already has a live sync job"))
-        })?
+        .on_constraint(jobs::ONE_LIVE_JOB_PER_ORDER, || live_job_conflict(order_id))?
         .ok_or_else(|| AppError::Conflict(format!("order {order_id} no longer exists")))?;
         let entry = dlq::mark_retried(&mut *tx, id, job.id)
             .await?
@@ -499,4 +491,8 @@ pub fn backoff_delay(base: Duration, attempt: u32) -> Duration {
     exponential
         .mul_f64(jitter)
         .min(Duration::from_secs(24 * 3600))
+}
+
+fn live_job_conflict(order_id: Uuid) -> AppError {
+    AppError::Conflict(format!("order {order_id} already has a live sync job"))
 }
