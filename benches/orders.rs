@@ -123,22 +123,102 @@ async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
     .execute(&mut admin)
     .await
     .unwrap();
+    cleanup_redis(&prefix);
+}
+
+/// The queue alone: `tasks` pushed to apalis-redis and consumed by a worker whose handler does
+/// nothing, with the same storage settings as the service.
+async fn queue_only(tasks: usize, concurrency: usize) {
+    use apalis::prelude::{
+        BackendExt, Data, TaskBuilder, TaskSink, WorkerBuilder, WorkerBuilderExt,
+    };
+    use erp_sync::orders::queue::OrderTask;
+
+    let prefix = format!("erp-sync-queue-bench-{}-{concurrency}", std::process::id());
+    let conn = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    let config = erp_sync::orders::queue::queue_config(&prefix);
+    let mut storage = apalis_redis::RedisStorage::<OrderTask>::new(conn).with_config(config);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    async fn noop(
+        _: OrderTask,
+        done: Data<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+    ) -> Result<(), apalis::prelude::BoxDynError> {
+        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    let worker = WorkerBuilder::new(format!("queue-bench-{}", uuid::Uuid::new_v4().simple()))
+        .backend(
+            storage
+                .clone()
+                .poll_with_interval(Duration::from_millis(100)),
+        )
+        .data(done.clone())
+        .concurrency(concurrency)
+        .build(noop);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopper = stop.clone();
+    let running = tokio::spawn(worker.run_until(async move {
+        stopper.cancelled().await;
+        Ok::<(), std::io::Error>(())
+    }));
+    let started = Instant::now();
+    // Pushed in chunks of 500 with at most 2 000 waiting, as the service's dispatcher does
+    // (apalis' fetch script fails on a backlog of ~8 000 due tasks).
+    let mut pushed = 0;
+    while pushed < tasks {
+        if pushed - done.load(std::sync::atomic::Ordering::Relaxed) > 2_000 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let n = 500.min(tasks - pushed);
+        let batch = (0..n).map(|_| {
+            TaskBuilder::new(OrderTask {
+                job_id: uuid::Uuid::new_v4(),
+            })
+            .build()
+        });
+        storage
+            .push_all(&mut futures::stream::iter(batch))
+            .await
+            .unwrap();
+        pushed += n;
+    }
+    while done.load(std::sync::atomic::Ordering::Relaxed) < tasks
+        && started.elapsed() < Duration::from_secs(300)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let _ = running.await;
+    println!(
+        "queue alone, concurrency {concurrency:<3} {} of {tasks} tasks consumed in {:.2} s  {:>7.0} tasks/s (enqueue + no-op handler)",
+        done.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed.as_secs_f64(),
+        done.load(std::sync::atomic::Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+    );
+    cleanup_redis(&prefix);
+}
+
+fn cleanup_redis(prefix: &str) {
     if let Ok(redis) = redis::Client::open("redis://127.0.0.1:6379")
         && let Ok(mut conn) = redis.get_connection()
     {
-        {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}:*"))
-                .query(&mut conn)
-                .unwrap_or_default();
-            for chunk in keys.chunks(500) {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
-            }
-            let _: redis::RedisResult<()> = redis::cmd("ZREM")
-                .arg("core:apalis:queues:list")
-                .arg(format!("{prefix}:order-sync:workers"))
-                .query(&mut conn);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut conn)
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
         }
+        let _: redis::RedisResult<()> = redis::cmd("ZREM")
+            .arg("core:apalis:queues:list")
+            .arg(format!("{prefix}:order-sync:workers"))
+            .query(&mut conn);
     }
 }
 
@@ -164,5 +244,9 @@ async fn main() {
     println!("erp-sync order-sync bench: {orders} orders, mock agent answering 200\n");
     for concurrency in [5, 20] {
         run(concurrency, orders, &master, &agent_url).await;
+    }
+    println!();
+    for concurrency in [5, 20] {
+        queue_only(orders, concurrency).await;
     }
 }

@@ -39,7 +39,8 @@ BEGIN
     WHERE EXISTS (SELECT 1 FROM orders WHERE id = NEW.id)
     ON CONFLICT (postgres_order_id) WHERE operation = 'create_order' AND status IN ('pending', 'processing')
     DO NOTHING;
-    PERFORM pg_notify('erp_sync_jobs', NEW.id::text);
+    -- One payload for all: Postgres folds identical notifications of a transaction into one.
+    PERFORM pg_notify('erp_sync_jobs', '');
     RETURN NULL;
 END
 $$;

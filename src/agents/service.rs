@@ -165,10 +165,20 @@ impl AgentService {
 
     /// Health as of now, from the last heartbeat, whatever the last sweep stored.
     pub fn health_of(&self, record: &AgentRecord, now: DateTime<Utc>) -> AgentHealth {
-        if record.deregistered_at.is_some() {
+        self.health_at(record.last_heartbeat, record.deregistered_at.is_some(), now)
+    }
+
+    /// Health from a last heartbeat (degraded and offline thresholds from the settings).
+    pub fn health_at(
+        &self,
+        last_heartbeat: Option<DateTime<Utc>>,
+        deregistered: bool,
+        now: DateTime<Utc>,
+    ) -> AgentHealth {
+        if deregistered {
             return AgentHealth::Offline;
         }
-        match record.last_heartbeat {
+        match last_heartbeat {
             None => AgentHealth::Offline,
             Some(at) => {
                 let age = (now - at).to_std().unwrap_or_default();

@@ -242,22 +242,39 @@ pub const CREATE_ORDER: &str = "create_order";
 /// The unique index that forbids two live jobs for one order.
 pub const ONE_LIVE_JOB_PER_ORDER: &str = "sync_jobs_one_live_job_per_order";
 
+/// A claimed job with what the worker needs of its vendor's agent.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Claimed {
+    #[sqlx(flatten)]
+    pub job: SyncJob,
+    pub agent_url: Option<String>,
+    pub agent_last_heartbeat: Option<DateTime<Utc>>,
+    pub agent_registered: bool,
+    pub agent_deregistered_at: Option<DateTime<Utc>>,
+}
+
 /// Takes a job for one attempt: pending and due, or processing with its lease run out (the
 /// worker holding it died, or the agent never called back). Returns `None` when another
 /// worker has it or it is finished: a duplicate delivery, to be acknowledged and dropped.
+/// The vendor's agent comes in the same round trip.
 pub async fn claim(
     db: impl PgExecutor<'_>,
     id: Uuid,
     lease: chrono::Duration,
     max_attempts: i32,
-) -> sqlx::Result<Option<SyncJob>> {
+) -> sqlx::Result<Option<Claimed>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE sync_jobs SET status = 'processing', started_at = now(), retry_count = retry_count + 1,
-                              max_retries = $3, next_retry_at = now() + $2
-         WHERE id = $1
-           AND ((status = 'pending' AND COALESCE(next_retry_at, created_at) <= now() + interval '1 second')
-                OR (status = 'processing' AND next_retry_at < now()))
-         RETURNING {COLUMNS}"
+        "WITH claimed AS (
+             UPDATE sync_jobs SET status = 'processing', started_at = now(), retry_count = retry_count + 1,
+                                  max_retries = $3, next_retry_at = now() + $2
+             WHERE id = $1
+               AND ((status = 'pending' AND COALESCE(next_retry_at, created_at) <= now() + interval '1 second')
+                    OR (status = 'processing' AND next_retry_at < now()))
+             RETURNING {COLUMNS}
+         )
+         SELECT c.*, a.agent_url, a.last_heartbeat AS agent_last_heartbeat, (a.id IS NOT NULL) AS agent_registered,
+                a.deregistered_at AS agent_deregistered_at
+         FROM claimed c LEFT JOIN agent_registry a ON a.vendor_id = c.vendor_id"
     )))
     .bind(id)
     .bind(lease)
@@ -283,31 +300,29 @@ pub async fn await_callback(
     Ok(done.rows_affected() == 1)
 }
 
-/// Completes a live job and copies the ERP reference onto its order. `None` when the job was
-/// already finished (a repeated or late answer): nothing changes.
+/// Completes a live job and copies the ERP reference onto its order, in one statement.
+/// `None` when the job was already finished (a repeated or late answer): nothing changes.
 pub async fn complete(
-    db: &mut sqlx::PgConnection,
+    db: impl PgExecutor<'_>,
     id: Uuid,
     erp_reference: &str,
 ) -> sqlx::Result<Option<SyncJob>> {
-    let job: Option<SyncJob> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE sync_jobs SET status = 'completed', completed_at = now(), erp_reference = $2,
-                              next_retry_at = NULL, error_message = NULL
-         WHERE id = $1 AND status IN ('pending', 'processing')
-         RETURNING {COLUMNS}"
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH job AS (
+             UPDATE sync_jobs SET status = 'completed', completed_at = now(), erp_reference = $2,
+                                  next_retry_at = NULL, error_message = NULL
+             WHERE id = $1 AND status IN ('pending', 'processing')
+             RETURNING {COLUMNS}
+         ), orders_updated AS (
+             UPDATE orders SET erp_reference = $2, updated_at = now()
+             FROM job WHERE orders.id = job.postgres_order_id
+         )
+         SELECT * FROM job"
     )))
     .bind(id)
     .bind(erp_reference)
-    .fetch_optional(&mut *db)
-    .await?;
-    if let Some(order_id) = job.as_ref().and_then(|j| j.postgres_order_id) {
-        sqlx::query("UPDATE orders SET erp_reference = $2, updated_at = now() WHERE id = $1")
-            .bind(order_id)
-            .bind(erp_reference)
-            .execute(&mut *db)
-            .await?;
-    }
-    Ok(job)
+    .fetch_optional(db)
+    .await
 }
 
 /// Puts a processing job back to pending, due at `due_at`. `dispatched_at` is set to the due

@@ -23,6 +23,18 @@ pub struct OrderTask {
     pub job_id: Uuid,
 }
 
+/// The queue `{prefix}:order-sync` and how workers use it.
+pub fn queue_config(prefix: &str) -> Config {
+    Config::default()
+        .queue(format!("{prefix}:order-sync"))
+        // One task per fetch: with more, heartbeats stall while fetched tasks wait for a slot
+        // and other workers may take this one's tasks as orphans.
+        .batch_size(1)
+        .heartbeat_interval(Duration::from_secs(5))
+        .missed_heartbeats(6)
+        .emit_events(false)
+}
+
 #[derive(Clone)]
 pub struct Dispatcher {
     redis: Redis,
@@ -31,18 +43,25 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(redis: Redis) -> Self {
-        let config = Config::default()
-            .queue(format!("{}:order-sync", redis.prefix()))
-            // One task per fetch: with more, heartbeats stall while tasks wait for a slot.
-            .batch_size(1)
-            .heartbeat_interval(Duration::from_secs(5))
-            .missed_heartbeats(6)
-            .emit_events(false);
+        let config = queue_config(redis.prefix());
         Self { redis, config }
     }
 
     async fn storage(&self) -> redis::RedisResult<RedisStorage<OrderTask>> {
         Ok(RedisStorage::new(self.redis.connection().await?).with_config(self.config.clone()))
+    }
+
+    /// Tasks waiting in Redis (due or scheduled). apalis' fetch script promotes every due task
+    /// in one Lua `unpack`, which fails beyond ~8 000 and stops the worker: the dispatcher
+    /// keeps this bounded and leaves the rest due in Postgres.
+    pub async fn backlog(&self) -> redis::RedisResult<u64> {
+        let mut conn = self.redis.connection().await?;
+        let (scheduled, active): (u64, u64) = redis::pipe()
+            .zcard(self.config.scheduled_jobs_set())
+            .llen(self.config.active_jobs_list())
+            .query_async(&mut conn)
+            .await?;
+        Ok(scheduled + active)
     }
 
     /// Queues the jobs for a worker, `after` from now (Redis resolution: whole seconds).

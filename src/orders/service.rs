@@ -16,7 +16,7 @@ use super::{
     agent_client::{AgentClient, CreateOrderOutcome},
     breaker::{BreakerError, BreakerRegistry, CreateOrderCall},
     dlq_queries::{self as dlq, DlqEntry, NewDlqEntry},
-    job_queries::{self as jobs, SyncJob},
+    job_queries::{self as jobs, Claimed, SyncJob},
     queue::Dispatcher,
 };
 use crate::{
@@ -30,6 +30,9 @@ pub const API_ORDERS: &str = "orders";
 /// Orders older than this without a job are history, not work: never synced by the sweep.
 const LOOKBACK: chrono::Duration = chrono::Duration::days(7);
 const DISPATCH_BATCH: i64 = 500;
+/// Most tasks kept waiting in Redis; beyond it, due jobs wait in Postgres (see
+/// [`Dispatcher::backlog`]).
+const MAX_REDIS_BACKLOG: u64 = 2_000;
 
 #[derive(Clone)]
 pub struct OrderSync {
@@ -119,12 +122,20 @@ impl OrderSync {
         self.dispatch_due().await
     }
 
-    /// Queues every job Postgres says is due and nobody holds; returns how many.
+    /// Queues the jobs Postgres says are due and nobody holds, as far as the Redis backlog
+    /// allows; returns how many.
     pub async fn dispatch_due(&self) -> Result<usize, AppError> {
         let grace = chrono::Duration::from_std(self.inner.redispatch_grace).unwrap_or_default();
         let mut total = 0;
         loop {
-            let due = jobs::take_due(&self.inner.db, grace, DISPATCH_BATCH).await?;
+            let backlog = self.inner.dispatcher.backlog().await?;
+            let room = MAX_REDIS_BACKLOG
+                .saturating_sub(backlog)
+                .min(DISPATCH_BATCH as u64) as i64;
+            if room == 0 {
+                return Ok(total);
+            }
+            let due = jobs::take_due(&self.inner.db, grace, room).await?;
             if !due.is_empty() {
                 // If this push fails the rows stay due: the next sweep, after the grace, retries.
                 self.inner
@@ -134,7 +145,7 @@ impl OrderSync {
                     .map_err(AppError::Internal)?;
             }
             total += due.len();
-            if (due.len() as i64) < DISPATCH_BATCH {
+            if (due.len() as i64) < room {
                 return Ok(total);
             }
         }
@@ -155,11 +166,13 @@ impl OrderSync {
     async fn try_process_job(&self, job_id: Uuid) -> Result<(), AppError> {
         let inner = &self.inner;
         let lease = chrono::Duration::from_std(inner.lease).unwrap_or_default();
-        let Some(job) = jobs::claim(&inner.db, job_id, lease, inner.max_attempts as i32).await?
+        let Some(claimed) =
+            jobs::claim(&inner.db, job_id, lease, inner.max_attempts as i32).await?
         else {
             tracing::debug!(%job_id, "job not claimable (finished, held or not due): delivery dropped");
             return Ok(());
         };
+        let job = &claimed.job;
         let correlation_id = job
             .payload
             .get("correlationId")
@@ -167,11 +180,12 @@ impl OrderSync {
             .unwrap_or_default()
             .to_owned();
         let span = tracing::info_span!("order_sync", %job_id, vendor_id = %job.vendor_id, attempt = job.retry_count, correlation_id = %correlation_id);
-        self.attempt(job, correlation_id).instrument(span).await
+        self.attempt(claimed, correlation_id).instrument(span).await
     }
 
-    async fn attempt(&self, job: SyncJob, correlation_id: String) -> Result<(), AppError> {
+    async fn attempt(&self, claimed: Claimed, correlation_id: String) -> Result<(), AppError> {
         let inner = &self.inner;
+        let job = claimed.job;
         if job.retry_count > inner.max_attempts as i32 {
             return self
                 .dead_letter(
@@ -189,21 +203,21 @@ impl OrderSync {
                 )
                 .await;
         };
-        let agent = match inner.agents.find(&job.vendor_id).await? {
-            Some(agent) if inner.agents.health_of(&agent, Utc::now()) != AgentHealth::Offline => {
-                agent
-            }
-            Some(_) => {
-                return self
-                    .retry_later(&job, "agent offline: not called", None)
-                    .await;
-            }
-            None => {
-                return self
-                    .retry_later(&job, "no agent registered for this vendor", None)
-                    .await;
-            }
+        let Some(agent_url) = claimed.agent_url else {
+            return self
+                .retry_later(&job, "no agent registered for this vendor", None)
+                .await;
         };
+        let health = inner.agents.health_at(
+            claimed.agent_last_heartbeat,
+            claimed.agent_deregistered_at.is_some(),
+            Utc::now(),
+        );
+        if health == AgentHealth::Offline {
+            return self
+                .retry_later(&job, "agent offline: not called", None)
+                .await;
+        }
         let body = json!({
             "jobId": job.id,
             "vendorId": job.vendor_id,
@@ -212,7 +226,7 @@ impl OrderSync {
         });
         let call = CreateOrderCall {
             client,
-            agent_url: agent.agent_url.clone(),
+            agent_url,
             job_id: job.id.to_string(),
             correlation_id: correlation_id.clone(),
             body,
@@ -223,10 +237,10 @@ impl OrderSync {
             .await;
         match outcome {
             Ok(CreateOrderOutcome::Done { erp_reference }) => {
-                let mut tx = inner.db.begin().await?;
-                let completed = jobs::complete(&mut tx, job.id, &erp_reference).await?;
-                tx.commit().await?;
-                if completed.is_some() {
+                if jobs::complete(&inner.db, job.id, &erp_reference)
+                    .await?
+                    .is_some()
+                {
                     tracing::info!(erp_reference = %erp_reference, "order synced");
                 }
                 Ok(())
@@ -331,9 +345,7 @@ impl OrderSync {
                         json!({"erpReference": ["required"]}),
                     )
                 })?;
-                let mut tx = self.inner.db.begin().await?;
-                let completed = jobs::complete(&mut tx, job_id, reference).await?;
-                tx.commit().await?;
+                let completed = jobs::complete(&self.inner.db, job_id, reference).await?;
                 if completed.is_none() && job.erp_reference.as_deref() != Some(reference) {
                     tracing::warn!(%job_id, status = %job.status, "callback for a finished job ignored");
                 }
