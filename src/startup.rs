@@ -144,10 +144,17 @@ fn spawn_order_sync(tasks: &TaskTracker, state: &AppState, shutdown: Cancellatio
                 _ = tick.tick() => true,
                 _ = orders.woken() => false,
             };
-            let result = if sweep {
-                orders.sweep().await
-            } else {
-                orders.dispatch_due().await
+            // Cancellable: an unreachable Redis or Postgres must not hold up shutdown.
+            let work = async {
+                if sweep {
+                    orders.sweep().await
+                } else {
+                    orders.dispatch_due().await
+                }
+            };
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                result = work => result,
             };
             if let Err(error) = result {
                 tracing::warn!(%error, "order dispatch failed; next tick retries");

@@ -268,7 +268,7 @@ pub async fn claim(
              UPDATE sync_jobs SET status = 'processing', started_at = now(), retry_count = retry_count + 1,
                                   max_retries = $3, next_retry_at = now() + $2
              WHERE id = $1
-               AND ((status = 'pending' AND COALESCE(next_retry_at, created_at) <= now() + interval '1 second')
+               AND ((status = 'pending' AND COALESCE(next_retry_at, created_at) <= now())
                     OR (status = 'processing' AND next_retry_at < now()))
              RETURNING {COLUMNS}
          )

@@ -87,7 +87,11 @@ impl Dispatcher {
     ) {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
-            let storage = match self.storage().await {
+            let storage = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                storage = self.storage() => storage,
+            };
+            let storage = match storage {
                 Ok(storage) => storage.poll_with_interval(Duration::from_millis(100)),
                 Err(error) => {
                     tracing::warn!(%error, "order-sync worker cannot reach Redis; retrying");

@@ -294,7 +294,13 @@ impl OrderSync {
             retry_in_ms = delay.as_millis() as u64,
             "order sync attempt failed; retrying later"
         );
-        if let Err(error) = inner.dispatcher.push(&[job.id], delay).await {
+        // Redis schedules in whole seconds: one more keeps the task from arriving before the
+        // job is due (it would be dropped, and only the sweep would bring it back).
+        if let Err(error) = inner
+            .dispatcher
+            .push(&[job.id], delay + Duration::from_secs(1))
+            .await
+        {
             tracing::warn!(%error, "could not queue the retry; the recovery sweep will");
         }
         Ok(())

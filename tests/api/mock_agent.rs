@@ -19,12 +19,17 @@ pub enum Reply {
     /// 202: will call back
     Accepted,
     Status(u16),
+    /// A status with `Retry-After: seconds`.
+    RetryAfter(u16, u64),
+    /// 200 {erpReference} after a delay.
+    SlowDone(String, Duration),
     /// Never answers within the test's agent timeout.
     Hang(Duration),
 }
 
 #[derive(Clone, Debug)]
 pub struct Call {
+    pub at: std::time::Instant,
     pub headers: HeaderMap,
     pub body: Value,
     pub raw: Vec<u8>,
@@ -84,6 +89,7 @@ async fn create_order(
 ) -> impl IntoResponse {
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     script.calls.lock().unwrap().push(Call {
+        at: std::time::Instant::now(),
         headers,
         body,
         raw: raw.to_vec(),
@@ -100,6 +106,15 @@ async fn create_order(
         }
         Reply::Accepted => StatusCode::ACCEPTED.into_response(),
         Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
+        Reply::RetryAfter(code, seconds) => (
+            StatusCode::from_u16(code).unwrap(),
+            [("retry-after", seconds.to_string())],
+        )
+            .into_response(),
+        Reply::SlowDone(reference, delay) => {
+            tokio::time::sleep(delay).await;
+            (StatusCode::OK, Json(json!({"erpReference": reference}))).into_response()
+        }
         Reply::Hang(duration) => {
             tokio::time::sleep(duration).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()

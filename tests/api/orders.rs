@@ -649,3 +649,112 @@ async fn a_worker_killed_mid_job_does_not_lose_it(db: PgPool) {
     drop(second);
     crate::helpers::delete_redis_keys(&prefix);
 }
+
+#[sqlx::test]
+async fn retry_after_is_honoured(db: PgPool) {
+    let agent = MockAgent::start(Reply::Done("ERP-2".into())).await;
+    agent.then(Reply::RetryAfter(429, 2));
+    register_online(&db, &agent.url).await;
+    let _app = order_app(db.clone(), &[]).await;
+    let order_id = insert_order(&db, VENDOR).await;
+    eventually(Duration::from_secs(15), "job completed", || {
+        status_is(&db, order_id, "completed")
+    })
+    .await;
+    let calls = agent.calls();
+    assert_eq!(calls.len(), 2);
+    let waited = calls[1].at - calls[0].at;
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "retried after {waited:?}, Retry-After said 2 s (backoff alone is 50 ms)"
+    );
+}
+
+#[sqlx::test]
+async fn a_missing_callback_makes_the_job_retry_after_the_deadline(db: PgPool) {
+    let agent = MockAgent::start(Reply::Done("ERP-SECOND".into())).await;
+    agent.then(Reply::Accepted);
+    register_online(&db, &agent.url).await;
+    let _app = order_app(db.clone(), &[("ORDER_SYNC_CALLBACK_TIMEOUT_MS", "500")]).await;
+    let order_id = insert_order(&db, VENDOR).await;
+    eventually(Duration::from_secs(15), "job completed", || {
+        status_is(&db, order_id, "completed")
+    })
+    .await;
+    let calls = agent.calls();
+    assert_eq!(
+        calls.len(),
+        2,
+        "no callback within the deadline: delivered again"
+    );
+    assert_eq!(calls[0].body["jobId"], calls[1].body["jobId"]);
+    assert_eq!(job_of(&db, order_id).await["attempts"], 2);
+}
+
+#[sqlx::test]
+async fn offline_agents_are_not_called(db: PgPool) {
+    let agent = MockAgent::start(Reply::Done("never".into())).await;
+    register_online(&db, &agent.url).await;
+    sqlx::query("UPDATE agent_registry SET last_heartbeat = now() - interval '10 minutes'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let app = order_app(db.clone(), &[]).await;
+    let order_id = insert_order(&db, VENDOR).await;
+    eventually(Duration::from_secs(15), "job failed", || {
+        status_is(&db, order_id, "failed")
+    })
+    .await;
+    assert!(agent.calls().is_empty(), "an offline agent is never called");
+    let page: Value = app
+        .admin_get("/api/admin/dlq")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        page["data"][0]["failureReason"]
+            .as_str()
+            .unwrap()
+            .contains("agent offline")
+    );
+}
+
+#[sqlx::test]
+async fn graceful_shutdown_finishes_the_job_in_hand(db: PgPool) {
+    let agent = MockAgent::start(Reply::SlowDone(
+        "ERP-SLOW".into(),
+        Duration::from_millis(700),
+    ))
+    .await;
+    register_online(&db, &agent.url).await;
+    let prefix = format!("erp-sync-test-{}", Uuid::new_v4().simple());
+    let mut vars = crate::helpers::test_vars(&prefix);
+    vars.push(("ORDER_SYNC_SWEEP_INTERVAL_MS".into(), "200".into()));
+    let app = erp_sync::startup::Application::build_with_pool(
+        erp_sync::config::Settings::from_vars(vars).unwrap(),
+        db.clone(),
+    )
+    .await
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(app.run(shutdown.clone()));
+    let order_id = insert_order(&db, VENDOR).await;
+    eventually(Duration::from_secs(10), "agent called", || async {
+        !agent.calls().is_empty()
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        status_is(&db, order_id, "completed").await,
+        "the job in hand was finished before stopping"
+    );
+    crate::helpers::delete_redis_keys(&prefix);
+}
