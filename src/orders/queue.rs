@@ -119,7 +119,12 @@ impl Dispatcher {
                 Ok::<(), std::io::Error>(())
             });
             match run.await {
-                Ok(()) => break,
+                Ok(()) => {
+                    // Stopped gracefully, nothing in hand. (A worker that died stays registered
+                    // so apalis re-queues what it held; Postgres would redo it anyway.)
+                    self.deregister(&name).await;
+                    break;
+                }
                 Err(error) => {
                     tracing::error!(worker = %name, %error, "order-sync worker stopped; restarting");
                     if sleep_or_cancel(&shutdown, backoff).await {
@@ -128,6 +133,25 @@ impl Dispatcher {
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// apalis leaves a stopped worker registered (its name in `{queue}:workers`, its metadata
+    /// hash) until another worker's heartbeat reaps it; names are unique per run, so without
+    /// this every restart would leave a little behind.
+    async fn deregister(&self, name: &str) {
+        let Ok(mut conn) = self.redis.connection().await else {
+            return;
+        };
+        let result: redis::RedisResult<()> = redis::pipe()
+            .zrem(self.config.workers_set(), name)
+            .del(format!("{}:metadata:{name}", self.config.workers_set()))
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = result {
+            tracing::debug!(%error, worker = name, "could not deregister the worker");
         }
     }
 }

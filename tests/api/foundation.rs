@@ -454,8 +454,8 @@ async fn graceful_shutdown_lets_in_flight_requests_finish(db: PgPool) {
     use erp_sync::{config::Settings, startup::Application};
     // A Redis that never answers makes /health take ~1.5 s: long enough to be in flight.
     let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let prefix = format!("erp-sync-test-{}", uuid::Uuid::new_v4().simple());
-    let mut vars = crate::helpers::test_vars(&prefix);
+    let prefix = crate::helpers::RedisPrefix::new();
+    let mut vars = crate::helpers::test_vars(&prefix.0);
     vars.push((
         "REDIS_URL".into(),
         format!(

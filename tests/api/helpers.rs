@@ -139,7 +139,28 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        delete_redis_keys(&self.redis_prefix);
+        drop(RedisPrefix(self.redis_prefix.clone()));
+    }
+}
+
+/// A Redis key prefix of a test's own, removed when dropped (for tests that run an
+/// `Application` themselves rather than through [`spawn_app`]).
+pub struct RedisPrefix(pub String);
+
+impl RedisPrefix {
+    pub fn new() -> Self {
+        Self(format!("erp-sync-test-{}", uuid::Uuid::new_v4().simple()))
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        delete_redis_keys(&self.0);
+        // A command the app had already written to its socket (a worker registering, say) may
+        // land after that: the test's runtime is blocked here, so nothing new is sent, and a
+        // second pass after a pause catches what was in flight.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        delete_redis_keys(&self.0);
     }
 }
 

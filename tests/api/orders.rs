@@ -590,7 +590,8 @@ async fn a_worker_killed_mid_job_does_not_lose_it(db: PgPool) {
     // The first call hangs past the agent timeout; the service is killed while it waits.
     let agent = MockAgent::start(Reply::Done("ERP-AFTER-CRASH".into())).await;
     agent.then(Reply::Hang(Duration::from_secs(5)));
-    let prefix = format!("erp-sync-test-{}", Uuid::new_v4().simple());
+    let redis_prefix = crate::helpers::RedisPrefix::new();
+    let prefix = redis_prefix.0.clone();
     let vars = |prefix: &str| {
         let mut vars = crate::helpers::test_vars(prefix);
         vars.extend([
@@ -647,7 +648,6 @@ async fn a_worker_killed_mid_job_does_not_lose_it(db: PgPool) {
             .unwrap();
     assert_eq!(jobs, 1, "still one job");
     drop(second);
-    crate::helpers::delete_redis_keys(&prefix);
 }
 
 #[sqlx::test]
@@ -730,8 +730,8 @@ async fn graceful_shutdown_finishes_the_job_in_hand(db: PgPool) {
     ))
     .await;
     register_online(&db, &agent.url).await;
-    let prefix = format!("erp-sync-test-{}", Uuid::new_v4().simple());
-    let mut vars = crate::helpers::test_vars(&prefix);
+    let prefix = crate::helpers::RedisPrefix::new();
+    let mut vars = crate::helpers::test_vars(&prefix.0);
     vars.push(("ORDER_SYNC_SWEEP_INTERVAL_MS".into(), "200".into()));
     let app = erp_sync::startup::Application::build_with_pool(
         erp_sync::config::Settings::from_vars(vars).unwrap(),
@@ -756,5 +756,4 @@ async fn graceful_shutdown_finishes_the_job_in_hand(db: PgPool) {
         status_is(&db, order_id, "completed").await,
         "the job in hand was finished before stopping"
     );
-    crate::helpers::delete_redis_keys(&prefix);
 }
