@@ -50,6 +50,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
         spawn_housekeeping(&tasks, &self.state, shutdown.clone());
+        spawn_listener(&tasks, &self.state, shutdown.clone());
         spawn_order_sync(&tasks, &self.state, shutdown.clone());
 
         let address = self.listener.local_addr()?;
@@ -83,7 +84,47 @@ fn spawn_housekeeping(tasks: &TaskTracker, state: &AppState, shutdown: Cancellat
     });
 }
 
-/// The order-sync worker, the LISTEN for new orders and the outbox / recovery sweep.
+/// What other processes announce through Postgres: new orders (`erp_sync_jobs`, from the
+/// trigger; a burst wakes the dispatch loop once) and mapping changes made by another replica
+/// (`erp_sync_mappings`, payload `{instance} {vendor id}`).
+fn spawn_listener(tasks: &TaskTracker, state: &AppState, shutdown: CancellationToken) {
+    let (db, orders, mappings) = (
+        state.db.clone(),
+        state.orders.clone(),
+        state.mappings.clone(),
+    );
+    tasks.spawn(async move {
+        loop {
+            let listener = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&db).await?;
+                listener.listen_all(["erp_sync_jobs", "erp_sync_mappings"]).await?;
+                loop {
+                    let notification = listener.recv().await?;
+                    match notification.channel() {
+                        "erp_sync_mappings" => mappings.on_announcement(notification.payload()),
+                        _ => orders.wake(),
+                    }
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), sqlx::Error>(())
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                result = listener => {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "LISTEN failed (the sweep still runs; mapping caches expire); reconnecting");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The order-sync worker and the outbox / recovery sweep.
 fn spawn_order_sync(tasks: &TaskTracker, state: &AppState, shutdown: CancellationToken) {
     let orders = state.orders.clone();
     if !state.settings.order_sync_enabled {
@@ -104,35 +145,6 @@ fn spawn_order_sync(tasks: &TaskTracker, state: &AppState, shutdown: Cancellatio
         shutdown.clone(),
     );
     tasks.spawn(worker);
-
-    // New orders NOTIFY; every notification (or a burst of them) wakes the dispatch loop once.
-    let (db, waker, stop) = (state.db.clone(), orders.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        loop {
-            let listener = async {
-                let mut listener = sqlx::postgres::PgListener::connect_with(&db).await?;
-                listener.listen("erp_sync_jobs").await?;
-                loop {
-                    listener.recv().await?;
-                    waker.wake();
-                }
-                #[allow(unreachable_code)]
-                Ok::<(), sqlx::Error>(())
-            };
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                result = listener => {
-                    if let Err(error) = result {
-                        tracing::warn!(%error, "LISTEN erp_sync_jobs failed; the sweep still runs; reconnecting");
-                    }
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
-    });
 
     let interval = state.settings.order_sync_sweep_interval;
     tasks.spawn(async move {

@@ -37,6 +37,8 @@ pub struct MappingService {
     db: PgPool,
     cache: Cache<Key, Option<Resolved>>,
     db_lookups: Arc<AtomicU64>,
+    /// This process's id in mapping-change announcements.
+    instance: Arc<str>,
 }
 
 struct TtlByOutcome {
@@ -62,6 +64,7 @@ impl MappingService {
 
     pub fn with_ttls(db: PgPool, hit: Duration, miss: Duration) -> Self {
         let cache = Cache::builder()
+            .support_invalidation_closures()
             .max_capacity(CACHE_CAPACITY)
             .expire_after(TtlByOutcome { hit, miss })
             .build();
@@ -69,6 +72,7 @@ impl MappingService {
             db,
             cache,
             db_lookups: Arc::default(),
+            instance: Uuid::new_v4().simple().to_string().into(),
         }
     }
 
@@ -194,6 +198,7 @@ impl MappingService {
             ))
         })?;
         self.forget(&mapping).await;
+        self.announce(&mapping.vendor_id).await;
         Ok(mapping)
     }
 
@@ -219,6 +224,7 @@ impl MappingService {
         // The old code may have stopped resolving, the new one may have started.
         self.forget(&before).await;
         self.forget(&after).await;
+        self.announce(&after.vendor_id).await;
         Ok(after)
     }
 
@@ -243,8 +249,41 @@ impl MappingService {
                 ))
                 .await;
         }
+        self.announce(&request.vendor_id).await;
         tracing::info!(vendor_id = %request.vendor_id, ?outcome, "mappings seeded");
         Ok(outcome)
+    }
+
+    /// Handles an `erp_sync_mappings` notification: drops every cached entry of the vendor
+    /// another replica changed.
+    pub fn on_announcement(&self, payload: &str) {
+        match payload.split_once(' ') {
+            Some((instance, _)) if instance == &*self.instance => {}
+            Some((_, vendor_id)) => self.forget_vendor(vendor_id),
+            None => self.forget_vendor(payload),
+        }
+    }
+
+    /// Drops every cached entry of a vendor.
+    pub fn forget_vendor(&self, vendor_id: &str) {
+        let vendor_id = vendor_id.to_owned();
+        if let Err(error) = self
+            .cache
+            .invalidate_entries_if(move |key, _| key.0 == vendor_id)
+        {
+            tracing::warn!(%error, "could not invalidate the mapping cache");
+        }
+    }
+
+    /// Tells the other replicas (see `startup`'s listener) that a vendor's mappings changed.
+    async fn announce(&self, vendor_id: &str) {
+        if let Err(error) = sqlx::query("SELECT pg_notify('erp_sync_mappings', $1)")
+            .bind(vendor_id)
+            .execute(&self.db)
+            .await
+        {
+            tracing::warn!(%error, vendor_id, "could not announce a mapping change; other replicas see it within 5 minutes");
+        }
     }
 
     async fn forget(&self, mapping: &Mapping) {

@@ -366,3 +366,59 @@ async fn cached_entries_expire(db: PgPool) {
         "expired entry went back to Postgres"
     );
 }
+
+#[sqlx::test]
+async fn a_change_made_on_another_replica_is_seen_at_once(db: PgPool) {
+    let replica_a = spawn_app(db.clone()).await;
+    let replica_b = spawn_app(db.clone()).await;
+    let created: Value = replica_a
+        .admin_post("/api/admin/mappings", &mapping("v1", "vat", "T1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    // B caches the mapping...
+    assert_eq!(
+        replica_b
+            .state
+            .mappings
+            .resolve("v1", MappingType::Vat, "T1")
+            .await
+            .unwrap()
+            .unwrap()
+            .resto_code,
+        "r-T1"
+    );
+    // ...A changes it...
+    replica_a
+        .admin_put(
+            &format!("/api/admin/mappings/{id}"),
+            &json!({"restoCode": "vat-20"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    // ...and B sees it long before its 5-minute TTL, through Postgres NOTIFY.
+    let started = std::time::Instant::now();
+    loop {
+        let code = replica_b
+            .state
+            .mappings
+            .resolve("v1", MappingType::Vat, "T1")
+            .await
+            .unwrap()
+            .unwrap()
+            .resto_code;
+        if code == "vat-20" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "replica B still serves the old mapping"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
