@@ -5,8 +5,12 @@
 //! 1. peak RSS growth while ingesting 5 000-item `/batch` requests, against the body size;
 //! 2. 100 000 items posted as 500-item requests by a concurrent client: new, all changed,
 //!    all unchanged — items/s and p50/p99 per request;
-//! 3. the ceiling: the same rows upserted straight into Postgres, one bulk statement per
-//!    500 rows, same concurrency, no HTTP and no validation.
+//! 3. the ceiling: the same rows (same vendor and SKUs, deleted first so they land in the same
+//!    index positions) upserted straight into Postgres, one bulk statement per 500 rows, same
+//!    concurrency, no HTTP and no validation.
+//!
+//! Every phase starts after `VACUUM (ANALYZE) items; CHECKPOINT` so none pays for the
+//! previous one's dead tuples or WAL.
 //!
 //! Knobs (environment): BENCH_ITEMS (100000), BENCH_CONCURRENCY (4), BENCH_PG
 //! (postgres://postgres@127.0.0.1:5432/postgres).
@@ -213,7 +217,7 @@ async fn ceiling(
                     "INSERT INTO items (vendor_id, sku, name, description, erp_unit_code, erp_vat_code, erp_family_code,
                                         erp_subfamily_code, unit_code, vat_code, family_code, subfamily_code, price,
                                         is_active, content_hash, erp_updated_at, last_synced_at)
-                     SELECT 'ceiling-vendor', t.*, now()
+                     SELECT 'bench-vendor', t.*, now()
                      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                                  $8::text[], $9::text[], $10::text[], $11::text[], $12::numeric[], $13::bool[],
                                  $14::text[], $15::timestamptz[]) AS t
@@ -400,7 +404,14 @@ async fn main() {
     .await;
     unchanged.print();
 
-    // 3. Ceiling.
+    // 3. Ceiling: the very same rows (same vendor, same SKUs, same index positions), written
+    //    again from scratch by the plain bulk upsert.
+    let mut conn = PgConnection::connect(&db_url).await.unwrap();
+    sqlx::query("DELETE FROM items WHERE vendor_id = $1 AND sku LIKE 'SKU-%'")
+        .bind(VENDOR)
+        .execute(&mut conn)
+        .await
+        .unwrap();
     settle(&db_url).await;
     let ceiling_new = ceiling(
         &db_url,

@@ -1,6 +1,8 @@
 //! Ingest request and response shapes. Records are parsed one by one, so one bad record fails
 //! alone while the others go through.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -40,7 +42,7 @@ pub struct WarehousesEnvelope<'a> {
 }
 
 /// What every ingested record has: a key, a content hash, and the ERP's modification time.
-pub trait IngestRecord: serde::de::DeserializeOwned + Validate {
+pub trait IngestRecord<'a>: Deserialize<'a> + Validate {
     /// `sku` or `erpWarehouseId`.
     const KEY_FIELD: KeyField;
     fn key(&self) -> &str;
@@ -54,36 +56,52 @@ pub enum KeyField {
     ErpWarehouseId,
 }
 
-/// An item as the ERP describes it (documentation schema; parsing uses [`ItemRecord`]).
+/// An item as the ERP describes it. Strings borrow from the request body where they can.
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ItemRecord {
+pub struct ItemRecord<'a> {
     #[validate(custom(function = "validate_code"))]
-    pub sku: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub sku: Cow<'a, str>,
     #[validate(length(min = 1, max = 255))]
-    pub name: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub name: Cow<'a, str>,
     #[validate(length(max = 10000))]
-    pub description: Option<String>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Cow<'a, str>>,
     #[validate(custom(function = "validate_code"))]
-    pub unit_code: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub unit_code: Cow<'a, str>,
     #[validate(custom(function = "validate_code"))]
-    pub vat_code: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub vat_code: Cow<'a, str>,
     #[validate(custom(function = "validate_code"))]
-    pub family_code: Option<String>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub family_code: Option<Cow<'a, str>>,
     #[validate(custom(function = "validate_code"))]
-    pub subfamily_code: Option<String>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub subfamily_code: Option<Cow<'a, str>>,
     /// Unit price excluding VAT, ≥ 0, at most 4 decimals kept.
     #[validate(custom(function = "validate_price"))]
     #[schema(value_type = f64)]
     pub price: Decimal,
     pub is_active: Option<bool>,
     #[validate(custom(function = "validate_content_hash"))]
-    pub content_hash: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub content_hash: Cow<'a, str>,
     #[validate(custom(function = "validate_modified_at"))]
     pub last_modified_at: DateTime<Utc>,
 }
 
-impl IngestRecord for ItemRecord {
+impl<'a> IngestRecord<'a> for ItemRecord<'a> {
     const KEY_FIELD: KeyField = KeyField::Sku;
     fn key(&self) -> &str {
         &self.sku
@@ -98,9 +116,11 @@ impl IngestRecord for ItemRecord {
 
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct StockRecord {
+pub struct StockRecord<'a> {
     #[validate(custom(function = "validate_code"))]
-    pub sku: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub sku: Cow<'a, str>,
     #[validate(custom(function = "validate_quantity"))]
     #[schema(value_type = f64)]
     pub quantity: Decimal,
@@ -108,12 +128,14 @@ pub struct StockRecord {
     #[schema(value_type = Option<f64>)]
     pub reserved_quantity: Option<Decimal>,
     #[validate(custom(function = "validate_content_hash"))]
-    pub content_hash: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub content_hash: Cow<'a, str>,
     #[validate(custom(function = "validate_modified_at"))]
     pub last_modified_at: DateTime<Utc>,
 }
 
-impl IngestRecord for StockRecord {
+impl<'a> IngestRecord<'a> for StockRecord<'a> {
     const KEY_FIELD: KeyField = KeyField::Sku;
     fn key(&self) -> &str {
         &self.sku
@@ -128,21 +150,29 @@ impl IngestRecord for StockRecord {
 
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct WarehouseRecord {
+pub struct WarehouseRecord<'a> {
     #[validate(custom(function = "validate_code"))]
-    pub erp_warehouse_id: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub erp_warehouse_id: Cow<'a, str>,
     #[validate(length(min = 1, max = 255))]
-    pub name: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub name: Cow<'a, str>,
     #[validate(length(max = 2000))]
-    pub address: Option<String>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    pub address: Option<Cow<'a, str>>,
     pub is_active: Option<bool>,
     #[validate(custom(function = "validate_content_hash"))]
-    pub content_hash: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub content_hash: Cow<'a, str>,
     #[validate(custom(function = "validate_modified_at"))]
     pub last_modified_at: DateTime<Utc>,
 }
 
-impl IngestRecord for WarehouseRecord {
+impl<'a> IngestRecord<'a> for WarehouseRecord<'a> {
     const KEY_FIELD: KeyField = KeyField::ErpWarehouseId;
     fn key(&self) -> &str {
         &self.erp_warehouse_id
@@ -271,7 +301,7 @@ impl IngestReport {
 #[schema(rename_all = "camelCase")]
 pub struct ItemsRequest {
     vendor_id: String,
-    items: Vec<ItemRecord>,
+    items: Vec<ItemRecord<'static>>,
 }
 
 #[derive(ToSchema)]
@@ -281,7 +311,7 @@ pub struct StockRequest {
     vendor_id: String,
     /// The ERP's id of the warehouse all these rows belong to.
     warehouse_id: String,
-    stock: Vec<StockRecord>,
+    stock: Vec<StockRecord<'static>>,
 }
 
 #[derive(ToSchema)]
@@ -289,5 +319,5 @@ pub struct StockRequest {
 #[schema(rename_all = "camelCase")]
 pub struct WarehousesRequest {
     vendor_id: String,
-    warehouses: Vec<WarehouseRecord>,
+    warehouses: Vec<WarehouseRecord<'static>>,
 }

@@ -86,21 +86,18 @@ impl IngestService {
     async fn resolve_item_codes(
         &self,
         vendor_id: &str,
-        items: &[(usize, ItemRecord)],
+        items: &[(usize, ItemRecord<'_>)],
     ) -> Result<ResolvedCodes, AppError> {
         let mut codes = ResolvedCodes::default();
-        for (mapping_type, pick) in [
-            (
-                MappingType::Unit,
-                (|i: &ItemRecord| Some(i.unit_code.as_str())) as fn(&ItemRecord) -> Option<&str>,
-            ),
-            (MappingType::Vat, |i| Some(i.vat_code.as_str())),
-            (MappingType::Family, |i| i.family_code.as_deref()),
-            (MappingType::Subfamily, |i| i.subfamily_code.as_deref()),
+        for mapping_type in [
+            MappingType::Unit,
+            MappingType::Vat,
+            MappingType::Family,
+            MappingType::Subfamily,
         ] {
             let distinct: Vec<String> = items
                 .iter()
-                .filter_map(|(_, item)| pick(item))
+                .filter_map(|(_, item)| erp_code(item, mapping_type))
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .map(str::to_owned)
@@ -128,7 +125,7 @@ impl IngestService {
     async fn write_items(
         &self,
         vendor_id: &str,
-        chunk: &[(usize, ItemRecord)],
+        chunk: &[(usize, ItemRecord<'_>)],
         codes: &ResolvedCodes,
     ) -> Result<Vec<RecordResult>, AppError> {
         let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
@@ -188,7 +185,7 @@ impl IngestService {
     async fn write_warehouses(
         &self,
         vendor_id: &str,
-        chunk: &[(usize, WarehouseRecord)],
+        chunk: &[(usize, WarehouseRecord<'_>)],
     ) -> Result<Vec<RecordResult>, AppError> {
         let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
         let stored = stored_map(queries::warehouse_versions(&self.db, vendor_id, &keys).await?);
@@ -216,7 +213,7 @@ impl IngestService {
         &self,
         vendor_id: &str,
         warehouse_id: Uuid,
-        chunk: &[(usize, StockRecord)],
+        chunk: &[(usize, StockRecord<'_>)],
     ) -> Result<Vec<RecordResult>, AppError> {
         let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
         let targets = queries::stock_targets(&self.db, vendor_id, warehouse_id, &keys).await?;
@@ -278,10 +275,10 @@ fn stored_map(versions: Vec<StoredVersion>) -> Stored {
 }
 
 /// The records that are new, or changed and not older than what is stored.
-fn needing_write<'a, T: IngestRecord>(
-    chunk: &'a [(usize, T)],
+fn needing_write<'c, 'a, T: IngestRecord<'a>>(
+    chunk: &'c [(usize, T)],
     stored: &Stored,
-) -> impl Iterator<Item = &'a (usize, T)> {
+) -> impl Iterator<Item = &'c (usize, T)> {
     chunk
         .iter()
         .filter(|(_, record)| match stored.get(record.key()) {
@@ -294,7 +291,7 @@ fn needing_write<'a, T: IngestRecord>(
 /// stored (`stale`), refused before writing (`refusal`: `unmapped_unit: X`, `unknown_sku`, …),
 /// written (`processed`), or refused by the upsert's guard because a concurrent request stored
 /// a newer version after our read (`stale`).
-fn classify<T: IngestRecord>(
+fn classify<'a, T: IngestRecord<'a>>(
     chunk: &[(usize, T)],
     stored: &Stored,
     written: &HashSet<String>,
@@ -320,6 +317,16 @@ fn classify<T: IngestRecord>(
         .collect()
 }
 
+/// The item's ERP code of a mapping type.
+fn erp_code<'r>(item: &'r ItemRecord<'_>, mapping_type: MappingType) -> Option<&'r str> {
+    match mapping_type {
+        MappingType::Unit => Some(&item.unit_code),
+        MappingType::Vat => Some(&item.vat_code),
+        MappingType::Family => item.family_code.as_deref(),
+        MappingType::Subfamily => item.subfamily_code.as_deref(),
+    }
+}
+
 /// ERP code → marketplace code, per mapping type; absent codes are unmapped.
 #[derive(Default)]
 struct ResolvedCodes(HashMap<MappingType, HashMap<String, String>>);
@@ -333,7 +340,7 @@ impl ResolvedCodes {
 /// Parses and validates every record on its own, then keeps, for each key, the record with
 /// the latest `lastModifiedAt` (the later one in the request on a tie); earlier duplicates are
 /// reported `stale`. Returns the survivors in request order and the results so far.
-fn prepare<T: IngestRecord>(raws: &[&RawValue]) -> (Vec<(usize, T)>, Vec<RecordResult>) {
+fn prepare<'a, T: IngestRecord<'a>>(raws: &[&'a RawValue]) -> (Vec<(usize, T)>, Vec<RecordResult>) {
     let mut results = Vec::new();
     let mut latest: HashMap<String, (usize, T)> = HashMap::with_capacity(raws.len());
     for (index, raw) in raws.iter().enumerate() {
@@ -366,7 +373,7 @@ fn prepare<T: IngestRecord>(raws: &[&RawValue]) -> (Vec<(usize, T)>, Vec<RecordR
     (survivors, results)
 }
 
-fn parse_record<T: IngestRecord>(raw: &RawValue) -> Result<T, String> {
+fn parse_record<'a, T: IngestRecord<'a>>(raw: &'a RawValue) -> Result<T, String> {
     // The fast path parses plainly; only a failing record is parsed again with path tracking,
     // to name the offending field.
     let record: T = serde_json::from_str(raw.get()).map_err(|_| failing_field::<T>(raw))?;
@@ -381,7 +388,7 @@ fn parse_record<T: IngestRecord>(raw: &RawValue) -> Result<T, String> {
     Ok(record)
 }
 
-fn failing_field<T: IngestRecord>(raw: &RawValue) -> String {
+fn failing_field<'a, T: IngestRecord<'a>>(raw: &'a RawValue) -> String {
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
     match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
         Ok(_) => "record".into(),
@@ -403,7 +410,7 @@ fn failing_field<T: IngestRecord>(raw: &RawValue) -> String {
 }
 
 /// The key of a record that failed to parse, if it has one, for the result line.
-fn probe_key<T: IngestRecord>(raw: &RawValue) -> Option<String> {
+fn probe_key<'a, T: IngestRecord<'a>>(raw: &RawValue) -> Option<String> {
     #[derive(Deserialize)]
     struct Probe {
         sku: Option<serde_json::Value>,
@@ -441,7 +448,7 @@ fn key_of(key: &str) -> Option<String> {
     (!key.is_empty()).then(|| key.to_owned())
 }
 
-fn failed<T: IngestRecord>(index: usize, key: &str, reason: String) -> RecordResult {
+fn failed<'a, T: IngestRecord<'a>>(index: usize, key: &str, reason: String) -> RecordResult {
     RecordResult::new(
         index,
         T::KEY_FIELD,
@@ -451,7 +458,7 @@ fn failed<T: IngestRecord>(index: usize, key: &str, reason: String) -> RecordRes
     )
 }
 
-fn skipped<T: IngestRecord>(index: usize, key: &str, reason: &str) -> RecordResult {
+fn skipped<'a, T: IngestRecord<'a>>(index: usize, key: &str, reason: &str) -> RecordResult {
     RecordResult::new(
         index,
         T::KEY_FIELD,
@@ -463,7 +470,7 @@ fn skipped<T: IngestRecord>(index: usize, key: &str, reason: &str) -> RecordResu
 
 /// A record the upsert wrote, or one its guard refused because a newer version was stored
 /// by a concurrent request after our snapshot.
-fn outcome_of<T: IngestRecord>(index: usize, key: &str, written: bool) -> RecordResult {
+fn outcome_of<'a, T: IngestRecord<'a>>(index: usize, key: &str, written: bool) -> RecordResult {
     if written {
         RecordResult::new(
             index,
