@@ -3,6 +3,7 @@
 mod helpers;
 
 mod agents;
+mod binary;
 mod config;
 mod foundation;
 mod ingest;
