@@ -41,8 +41,38 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM first: a graceful stop deregisters the order-sync worker from Redis.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Removes every key of the bench's prefix, and its member of apalis' global queue list.
+fn cleanup_redis(prefix: &str) {
+    if let Ok(redis) = redis::Client::open("redis://127.0.0.1:6379")
+        && let Ok(mut conn) = redis.get_connection()
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut conn)
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+        }
+        let _: redis::RedisResult<()> = redis::cmd("ZREM")
+            .arg("core:apalis:queues:list")
+            .arg(format!("{prefix}:order-sync:workers"))
+            .query(&mut conn);
     }
 }
 
@@ -459,6 +489,7 @@ async fn main() {
     );
 
     drop(server);
+    cleanup_redis(&prefix);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
     )))

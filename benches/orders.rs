@@ -114,7 +114,10 @@ async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
         p50,
         p99
     );
-    let _ = child.kill();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
     pool.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(

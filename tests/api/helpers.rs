@@ -34,6 +34,8 @@ pub fn test_vars(prefix: &str) -> Vec<(String, String)> {
         ("API_SECRET", API_KEY),
         ("AGENT_SECRET", AGENT_SECRET),
         ("REDIS_PREFIX", prefix),
+        // The order-sync worker only where a test wants it (orders.rs turns it on).
+        ("ORDER_SYNC_ENABLED", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

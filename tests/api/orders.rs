@@ -21,6 +21,7 @@ async fn order_app(db: PgPool, extra: &[(&str, &str)]) -> TestApp {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     spawn_app_with(db, move |vars| {
+        vars.push(("ORDER_SYNC_ENABLED".into(), "true".into()));
         vars.push(("ORDER_SYNC_BACKOFF_MS".into(), "50".into()));
         vars.push(("ORDER_SYNC_SWEEP_INTERVAL_MS".into(), "200".into()));
         vars.push(("AGENT_TIMEOUT_MS".into(), "1000".into()));
@@ -595,6 +596,7 @@ async fn a_worker_killed_mid_job_does_not_lose_it(db: PgPool) {
     let vars = |prefix: &str| {
         let mut vars = crate::helpers::test_vars(prefix);
         vars.extend([
+            ("ORDER_SYNC_ENABLED".to_string(), "true".to_string()),
             ("ORDER_SYNC_BACKOFF_MS".to_string(), "50".to_string()),
             ("ORDER_SYNC_SWEEP_INTERVAL_MS".into(), "200".into()),
             ("AGENT_TIMEOUT_MS".into(), "800".into()),
@@ -733,6 +735,7 @@ async fn graceful_shutdown_finishes_the_job_in_hand(db: PgPool) {
     let prefix = crate::helpers::RedisPrefix::new();
     let mut vars = crate::helpers::test_vars(&prefix.0);
     vars.push(("ORDER_SYNC_SWEEP_INTERVAL_MS".into(), "200".into()));
+    vars.push(("ORDER_SYNC_ENABLED".into(), "true".into()));
     let app = erp_sync::startup::Application::build_with_pool(
         erp_sync::config::Settings::from_vars(vars).unwrap(),
         db.clone(),
