@@ -3,8 +3,9 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && cargo build --release --locked || true
+RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+    && echo 'fn main() {}' > benches/ingest.rs && echo 'fn main() {}' > benches/orders.rs \
+    && cargo build --release --locked --bin erp-sync
 COPY . .
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin erp-sync
 
