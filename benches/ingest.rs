@@ -15,6 +15,9 @@
 //! Knobs (environment): BENCH_ITEMS (100000), BENCH_CONCURRENCY (4), BENCH_PG
 //! (postgres://postgres@127.0.0.1:5432/postgres).
 
+mod common;
+
+use common::cleanup_redis;
 use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -54,25 +57,6 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Removes every key of the bench's prefix, and its member of apalis' global queue list.
-fn cleanup_redis(prefix: &str) {
-    if let Ok(redis) = redis::Client::open("redis://127.0.0.1:6379")
-        && let Ok(mut conn) = redis.get_connection()
-    {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query(&mut conn)
-            .unwrap_or_default();
-        for chunk in keys.chunks(500) {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
-        }
-        let _: redis::RedisResult<()> = redis::cmd("ZREM")
-            .arg("core:apalis:queues:list")
-            .arg(format!("{prefix}:order-sync:workers"))
-            .query(&mut conn);
     }
 }
 

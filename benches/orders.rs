@@ -6,6 +6,9 @@
 //! waits until every job is completed; prints orders/s (first insert → last completion) and
 //! p50/p99 of insert-to-completed latency, from Postgres timestamps.
 
+mod common;
+
+use common::cleanup_redis;
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -205,24 +208,6 @@ async fn queue_only(tasks: usize, concurrency: usize) {
         done.load(std::sync::atomic::Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
     );
     cleanup_redis(&prefix);
-}
-
-fn cleanup_redis(prefix: &str) {
-    if let Ok(redis) = redis::Client::open("redis://127.0.0.1:6379")
-        && let Ok(mut conn) = redis.get_connection()
-    {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query(&mut conn)
-            .unwrap_or_default();
-        for chunk in keys.chunks(500) {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
-        }
-        let _: redis::RedisResult<()> = redis::cmd("ZREM")
-            .arg("core:apalis:queues:list")
-            .arg(format!("{prefix}:order-sync:workers"))
-            .query(&mut conn);
-    }
 }
 
 #[tokio::main]
