@@ -127,11 +127,6 @@ impl AgentService {
         Ok(self.view(record))
     }
 
-    /// The agent record, for callers inside the service (order sync, reconciliation).
-    pub async fn find(&self, vendor_id: &str) -> Result<Option<AgentRecord>, AppError> {
-        Ok(queries::find_by_vendor_id(&self.db, vendor_id).await?)
-    }
-
     pub async fn list(&self) -> Result<Vec<AgentView>, AppError> {
         let records = queries::find_all(&self.db).await?;
         Ok(records.into_iter().map(|r| self.view(r)).collect())

@@ -27,6 +27,13 @@ impl MappingType {
             Self::Subfamily => "subfamily",
         }
     }
+
+    /// The inverse of [`as_str`](Self::as_str), for values read back from the table.
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Unit, Self::Vat, Self::Family, Self::Subfamily]
+            .into_iter()
+            .find(|t| t.as_str() == value)
+    }
 }
 
 /// One mapping row.

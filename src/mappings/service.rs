@@ -287,7 +287,7 @@ impl MappingService {
     }
 
     async fn forget(&self, mapping: &Mapping) {
-        if let Some(mapping_type) = parse_type(&mapping.mapping_type) {
+        if let Some(mapping_type) = MappingType::parse(&mapping.mapping_type) {
             self.cache
                 .invalidate(&(
                     mapping.vendor_id.clone(),
@@ -297,10 +297,6 @@ impl MappingService {
                 .await;
         }
     }
-}
-
-fn parse_type(value: &str) -> Option<MappingType> {
-    serde_json::from_value(serde_json::Value::String(value.to_owned())).ok()
 }
 
 fn mapping_not_found(id: Uuid) -> AppError {
