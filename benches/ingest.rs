@@ -281,7 +281,9 @@ async fn ceiling(
 async fn main() {
     let total: usize = env_or("BENCH_ITEMS", "100000").parse().unwrap();
     let concurrency: usize = env_or("BENCH_CONCURRENCY", "4").parse().unwrap();
-    let master = env_or("BENCH_PG", "postgres://postgres@127.0.0.1:5432/postgres");
+    let master = std::env::var("BENCH_PG")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let db_name = format!("erp_sync_bench_{}", std::process::id());
     let db_url = format!("{}/{db_name}", master.rsplit_once('/').unwrap().0);
     let prefix = format!("erp-sync-bench-{}", std::process::id());

@@ -217,6 +217,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let master = std::env::var("BENCH_PG")
+        .or_else(|_| std::env::var("DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let app = Router::new().route(

@@ -14,7 +14,12 @@ async fn database_url(db: &PgPool) -> String {
         .fetch_one(db)
         .await
         .unwrap();
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
+    let master = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let server = master
+        .rsplit_once('/')
+        .map_or(master.as_str(), |(server, _)| server);
+    format!("{server}/{name}")
 }
 
 #[sqlx::test]
