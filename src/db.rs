@@ -36,8 +36,14 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
         .with_context(|| format!("connecting to Postgres at {}", redact_url(url)))
 }
 
+/// Applies the migrations this binary knows. Migrations it does not know are fine: after a
+/// rollback, or while the old colour of a blue-green deploy restarts, the schema is one release
+/// ahead, and migrations stay backward compatible for one release
+/// (docs/deployment-runbook.md). sqlx would otherwise refuse to start (`VersionMissing`).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("applying migrations")
+    let mut migrator = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await.context("applying migrations")
 }
 
 /// A Redis connection made on first use and then kept (the manager reconnects by itself),

@@ -126,3 +126,53 @@ async fn seed_mappings_applies_the_example_file_idempotently(db: PgPool) {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+/// After a rollback (or while the old colour of a blue-green deploy restarts) the schema is one
+/// release ahead of the binary: `migrate` (and so `serve`, which migrates first) must accept
+/// migrations it does not know, but still refuse a known migration that was changed.
+#[sqlx::test]
+async fn migrate_accepts_a_schema_one_release_ahead_but_not_an_edited_migration(db: PgPool) {
+    let url = database_url(&db).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99990101000000, 'from the next release', true, '\\x00', 1)",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let migrate = || {
+        Command::new(env!("CARGO_BIN_EXE_erp-sync"))
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ahead = migrate();
+    assert!(
+        ahead.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ahead.stderr)
+    );
+    let unknown: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE version = 99990101000000")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(unknown, 1, "the newer release's migration record stays");
+
+    sqlx::query(
+        "UPDATE _sqlx_migrations SET checksum = '\\x01'
+         WHERE version = (SELECT min(version) FROM _sqlx_migrations)",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let edited = migrate();
+    assert!(!edited.status.success(), "an edited migration is an error");
+    assert!(
+        String::from_utf8_lossy(&edited.stderr).contains("modified"),
+        "{}",
+        String::from_utf8_lossy(&edited.stderr)
+    );
+}
