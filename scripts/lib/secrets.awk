@@ -33,7 +33,7 @@ function placeholder(v) {
 }
 
 function scan(line,    rest, v, pw, q, tail, name_re, m) {
-    if (line ~ /-----BEGIN[ A-Z0-9]*PRIVATE KEY( BLOCK)?-----/) emit("private-key", "-----BEGIN PRIVATE KEY-----")
+    if (line ~ /-----BEGIN[ A-Z0-9]*PRIVATE KEY( BLOCK)?-----/) emit("private-key", "PEM block")
 
     rest = line
     while (match(rest, /whsec_[A-Za-z0-9+\/=]+/)) {
