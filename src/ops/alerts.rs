@@ -158,20 +158,24 @@ impl AlertService {
             .post(webhook.expose_secret())
             .json(&json!({ "text": text }))
             .send()
-            .await
-            .and_then(|response| response.error_for_status());
-        match result {
-            Ok(_) => {
+            .await;
+        // Only a 2xx is a delivery (redirects are not followed). The URL is the webhook's
+        // secret: never in a log line.
+        let failure = match result {
+            Ok(response) if response.status().is_success() => None,
+            Ok(response) => Some(format!("Slack answered {}", response.status().as_u16())),
+            Err(error) if error.is_timeout() => Some("timed out".to_owned()),
+            Err(error) => Some(error.without_url().to_string()),
+        };
+        match failure {
+            None => {
                 tracing::debug!(alert = alert.kind.as_str(), vendor_id = %alert.vendor_id, "alert posted to Slack");
             }
-            Err(error) => {
-                // The URL is the webhook's secret: never in a log line.
-                let error = error.without_url();
+            Some(error) => {
                 tracing::warn!(
                     alert = alert.kind.as_str(),
                     vendor_id = %alert.vendor_id,
-                    timed_out = error.is_timeout(),
-                    error = %error,
+                    error,
                     "could not post the alert to Slack"
                 );
                 // Not sent: the next occurrence should try again.
