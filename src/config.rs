@@ -8,6 +8,8 @@ use axum::http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::ops::scheduler::{JobName, JobSchedule, Schedule};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{var}: {message}")]
@@ -69,6 +71,11 @@ pub struct Settings {
     pub breaker_open_for: Duration,
     pub agent_timeout: Duration,
     pub db_max_connections: u32,
+    pub metrics_enabled: bool,
+    pub scheduler_enabled: bool,
+    pub alert_cooldown: Duration,
+    /// Every scheduled job with its schedule (`None`: switched off with `off`).
+    pub schedules: Vec<JobSchedule>,
 }
 
 impl fmt::Debug for Settings {
@@ -105,6 +112,10 @@ impl fmt::Debug for Settings {
             )
             .field("swagger_enabled", &self.swagger_enabled)
             .field("cors_origins", &self.cors_origins)
+            .field("metrics_enabled", &self.metrics_enabled)
+            .field("scheduler_enabled", &self.scheduler_enabled)
+            .field("alert_cooldown", &self.alert_cooldown)
+            .field("schedules", &self.schedules)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +163,30 @@ struct Raw {
     breaker_open_ms: String,
     agent_timeout_ms: String,
     db_max_connections: String,
+    metrics_enabled: String,
+    scheduler_enabled: String,
+    alert_cooldown_secs: String,
+    schedule_detect_drift: Option<String>,
+    schedule_check_agent_health: Option<String>,
+    schedule_check_dlq: Option<String>,
+    schedule_cleanup_expired_jobs: Option<String>,
+    schedule_archive_reconciliation_events: Option<String>,
+    schedule_cleanup_resolved_dlq: Option<String>,
+}
+
+impl Raw {
+    /// `SCHEDULE_<JOB>` as set, if set.
+    fn schedule(&self, job: JobName) -> Option<String> {
+        match job {
+            JobName::DetectDrift => &self.schedule_detect_drift,
+            JobName::CheckAgentHealth => &self.schedule_check_agent_health,
+            JobName::CheckDlq => &self.schedule_check_dlq,
+            JobName::CleanupExpiredJobs => &self.schedule_cleanup_expired_jobs,
+            JobName::ArchiveReconciliationEvents => &self.schedule_archive_reconciliation_events,
+            JobName::CleanupResolvedDlq => &self.schedule_cleanup_resolved_dlq,
+        }
+        .clone()
+    }
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erp_sync";
@@ -181,6 +216,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("breaker_open_ms", "60000"),
     ("agent_timeout_ms", "30000"),
     ("db_max_connections", "20"),
+    ("metrics_enabled", "true"),
+    ("scheduler_enabled", "true"),
+    ("alert_cooldown_secs", "900"),
 ];
 
 impl Settings {
@@ -223,6 +261,16 @@ impl Settings {
                 ));
             }
         };
+        let schedules = JobName::ALL
+            .iter()
+            .map(|&job| {
+                let value =
+                    non_empty(raw.schedule(job)).unwrap_or_else(|| job.default_schedule().into());
+                Schedule::from_setting(&value)
+                    .map(|cron| JobSchedule { job, cron })
+                    .map_err(|message| ConfigError::invalid(&job.env_var(), message))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let api_secret = secret(raw.api_secret, "API_SECRET", 32)?;
         let agent_secret = secret(raw.agent_secret, "AGENT_SECRET", 16)?;
         if app_env == AppEnv::Production {
@@ -375,6 +423,15 @@ impl Settings {
             breaker_open_for: millis("BREAKER_OPEN_MS", &raw.breaker_open_ms, 1, 86_400_000)?,
             agent_timeout: millis("AGENT_TIMEOUT_MS", &raw.agent_timeout_ms, 10, 600_000)?,
             db_max_connections: int("DB_MAX_CONNECTIONS", &raw.db_max_connections, 2, 1_000)?,
+            metrics_enabled: boolean("METRICS_ENABLED", &raw.metrics_enabled)?,
+            scheduler_enabled: boolean("SCHEDULER_ENABLED", &raw.scheduler_enabled)?,
+            alert_cooldown: Duration::from_secs(int(
+                "ALERT_COOLDOWN_SECS",
+                &raw.alert_cooldown_secs,
+                1,
+                7 * 86_400,
+            )?),
+            schedules,
         })
     }
 

@@ -48,10 +48,26 @@ impl Application {
     /// Serves until `shutdown` is cancelled, then stops taking connections, lets in-flight
     /// requests finish and waits for the background tasks.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // First, so a scheduler that cannot start stops the service before anything runs.
+        let cron = if self.state.settings.scheduler_enabled {
+            Some(
+                self.state
+                    .scheduler
+                    .start()
+                    .await
+                    .context("starting the scheduler")?,
+            )
+        } else {
+            tracing::info!(
+                "scheduler disabled (SCHEDULER_ENABLED=false): jobs run only when another replica or an operator starts them"
+            );
+            None
+        };
         let tasks = TaskTracker::new();
         spawn_housekeeping(&tasks, &self.state, shutdown.clone());
         spawn_listener(&tasks, &self.state, shutdown.clone());
         spawn_order_sync(&tasks, &self.state, shutdown.clone());
+        spawn_watch(&tasks, &self.state, cron, shutdown.clone());
 
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "erp-sync listening");
@@ -65,6 +81,10 @@ impl Application {
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
+        // Manual scheduler runs (started over HTTP) stop too; alerts in flight get their
+        // Slack timeout to go out.
+        self.state.scheduler.stop().await;
+        self.state.alerts.drain().await;
         tracing::info!("erp-sync stopped");
         served.context("HTTP server failed")
     }
@@ -173,6 +193,43 @@ fn spawn_order_sync(tasks: &TaskTracker, state: &AppState, shutdown: Cancellatio
             }
         }
     });
+}
+
+/// How often the SQL-fed Prometheus gauges are read (never per scrape).
+const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The scheduler's cron (when SCHEDULER_ENABLED) and the Prometheus gauges (when
+/// METRICS_ENABLED).
+fn spawn_watch(
+    tasks: &TaskTracker,
+    state: &AppState,
+    cron: Option<tokio_cron_scheduler::JobScheduler>,
+    shutdown: CancellationToken,
+) {
+    if let Some(cron) = cron {
+        let scheduler = state.scheduler.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { scheduler.run_until(cron, shutdown).await });
+    }
+    if state.settings.metrics_enabled {
+        let metrics = state.metrics.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(GAUGE_REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let refreshed = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        refreshed = metrics.refresh_gauges() => refreshed,
+                    },
+                };
+                if let Err(error) = refreshed {
+                    tracing::warn!(error = ?error, "could not refresh the metrics gauges");
+                }
+            }
+        });
+    }
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -11,6 +11,12 @@ use crate::{
     http::rate_limit::RateLimits,
     ingest::IngestService,
     mappings::MappingService,
+    ops::{
+        alerts::AlertService,
+        health::HealthChecks,
+        metrics::{MetricsService, Prometheus},
+        scheduler::{Jobs, Scheduler},
+    },
     orders::{OrderSync, agent_client::AgentClient, queue::Dispatcher},
 };
 
@@ -24,6 +30,11 @@ pub struct AppState {
     pub ingest: IngestService,
     pub orders: OrderSync,
     pub rate_limits: Arc<RateLimits>,
+    pub alerts: AlertService,
+    pub prometheus: Prometheus,
+    pub metrics: MetricsService,
+    pub scheduler: Scheduler,
+    pub health: HealthChecks,
 }
 
 impl AppState {
@@ -31,14 +42,37 @@ impl AppState {
         let settings = Arc::new(settings);
         let mappings = MappingService::new(db.clone());
         let agents = AgentService::new(db.clone(), &settings);
+        let alerts = AlertService::new(&settings, redis.clone())?;
+        let prometheus = Prometheus::new();
         let orders = OrderSync::new(
             db.clone(),
             agents.clone(),
             AgentClient::new(&settings)?,
             Dispatcher::new(redis.clone()),
             &settings,
+            alerts.clone(),
+            prometheus.clone(),
+        );
+        // Reconciliation plugs into `detect-drift` here: `.with_reconciler(...)`.
+        let jobs = Jobs::new(db.clone(), agents.clone(), alerts.clone());
+        let scheduler = Scheduler::new(
+            db.clone(),
+            jobs,
+            settings.schedules.clone(),
+            prometheus.clone(),
+        );
+        let metrics = MetricsService::new(
+            db.clone(),
+            agents.clone(),
+            orders.clone(),
+            prometheus.clone(),
         );
         Ok(Self {
+            alerts,
+            prometheus,
+            metrics,
+            scheduler,
+            health: HealthChecks::default(),
             orders,
             agents,
             ingest: IngestService::new(db.clone(), mappings.clone()),

@@ -123,28 +123,6 @@ pub struct StatusChange {
     pub status: String,
 }
 
-/// Agents whose last heartbeat is older than a threshold, as of `now`, with the status they
-/// should have. Read-only (the plan's `findStale`).
-pub async fn find_stale(
-    db: &PgPool,
-    now: DateTime<Utc>,
-    degraded_after: chrono::Duration,
-    offline_after: chrono::Duration,
-) -> sqlx::Result<Vec<StatusChange>> {
-    sqlx::query_as(
-        "SELECT vendor_id, status AS previous_status,
-                CASE WHEN last_heartbeat IS NULL OR last_heartbeat < $2 THEN 'offline' ELSE 'degraded' END AS status
-         FROM agent_registry
-         WHERE deregistered_at IS NULL AND (last_heartbeat IS NULL OR last_heartbeat < $3)
-         ORDER BY vendor_id",
-    )
-    .bind(now)
-    .bind(now - offline_after)
-    .bind(now - degraded_after)
-    .fetch_all(db)
-    .await
-}
-
 /// Moves every agent whose heartbeat is too old one way only (online → degraded → offline)
 /// in one statement, and returns what changed. A heartbeat is the only way back up.
 pub async fn demote_stale(
@@ -193,11 +171,29 @@ pub async fn deregister(
     .await
 }
 
-/// Hard removal (the plan's `deleteByVendorId`); the HTTP API only deregisters.
-pub async fn delete_by_vendor_id(db: impl PgExecutor<'_>, vendor_id: &str) -> sqlx::Result<bool> {
-    let result = sqlx::query("DELETE FROM agent_registry WHERE vendor_id = $1")
-        .bind(vendor_id)
-        .execute(db)
-        .await?;
-    Ok(result.rows_affected() > 0)
+/// Registered agents by health as of `now`, from their last heartbeat (the same thresholds as
+/// [`AgentService::health_at`](super::AgentService::health_at), whatever the last sweep stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
+pub struct HealthCounts {
+    pub online: i64,
+    pub degraded: i64,
+    pub offline: i64,
+}
+
+pub async fn count_by_health(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    degraded_after: chrono::Duration,
+    offline_after: chrono::Duration,
+) -> sqlx::Result<HealthCounts> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE last_heartbeat >= $2) AS online,
+                count(*) FILTER (WHERE last_heartbeat < $2 AND last_heartbeat >= $1) AS degraded,
+                count(*) FILTER (WHERE last_heartbeat IS NULL OR last_heartbeat < $1) AS offline
+         FROM agent_registry WHERE deregistered_at IS NULL",
+    )
+    .bind(now - offline_after)
+    .bind(now - degraded_after)
+    .fetch_one(db)
+    .await
 }

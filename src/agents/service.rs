@@ -158,6 +158,22 @@ impl AgentService {
         Ok(changes)
     }
 
+    /// Registered agents by health as of now (for `/health` and the metrics).
+    pub async fn count_by_health(&self) -> Result<queries::HealthCounts, AppError> {
+        Ok(queries::count_by_health(
+            &self.db,
+            Utc::now(),
+            chrono_duration(self.degraded_after),
+            chrono_duration(self.offline_after),
+        )
+        .await?)
+    }
+
+    /// Agents that may be called (registered, not offline as last stored), by vendor id.
+    pub async fn active(&self) -> Result<Vec<AgentRecord>, AppError> {
+        Ok(queries::find_active(&self.db).await?)
+    }
+
     /// Health as of now, from the last heartbeat, whatever the last sweep stored.
     pub fn health_of(&self, record: &AgentRecord, now: DateTime<Utc>) -> AgentHealth {
         self.health_at(record.last_heartbeat, record.deregistered_at.is_some(), now)

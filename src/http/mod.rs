@@ -37,6 +37,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::mappings::routes::router())
         .merge(crate::ingest::routes::router())
         .merge(crate::orders::routes::router())
+        .merge(crate::ops::metrics::routes::router())
+        .merge(crate::ops::scheduler::routes::router())
 }
 
 /// The OpenAPI document of every route that exists.
@@ -61,7 +63,7 @@ pub fn router(state: AppState) -> Router {
         .expose_headers([correlation::CORRELATION_HEADER.clone()])
         .max_age(Duration::from_secs(600));
 
-    router
+    let router = router
         .fallback(|| async { AppError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             AppError::MethodNotAllowed("method not allowed on this route".into())
@@ -82,8 +84,18 @@ pub fn router(state: AppState) -> Router {
             "max-age=63072000; includeSubDomains",
         ))
         .layer(security_header(header::CACHE_CONTROL, "no-store"))
-        .layer(middleware::from_fn(correlation::correlation_middleware))
-        .with_state(state)
+        .layer(middleware::from_fn(correlation::correlation_middleware));
+    // Outermost, so it sees every response as the client does; `Router::layer` wraps each
+    // route, so the matched route template is known.
+    let router = if state.settings.metrics_enabled {
+        router.layer(middleware::from_fn_with_state(
+            state.prometheus.clone(),
+            crate::ops::metrics::track_http,
+        ))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {

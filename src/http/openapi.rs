@@ -15,7 +15,7 @@ use utoipa::{
     ),
     modifiers(&SecuritySchemes),
     tags(
-        (name = "ops", description = "Health"),
+        (name = "ops", description = "Health, metrics, scheduler"),
         (name = "agents", description = "Agent registry and heartbeats"),
         (name = "mappings", description = "ERP code mappings (admin)"),
         (name = "ingest", description = "Items, stock and warehouses pushed by agents"),

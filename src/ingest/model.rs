@@ -283,6 +283,16 @@ pub struct IngestReport {
 }
 
 impl IngestReport {
+    /// The record counts, for the metrics.
+    pub fn counts(&self, kind: &'static str) -> crate::ops::metrics::IngestCounts {
+        crate::ops::metrics::IngestCounts {
+            kind,
+            processed: self.processed,
+            skipped: self.skipped,
+            failed: self.failed,
+        }
+    }
+
     pub fn from_results(mut results: Vec<RecordResult>) -> Self {
         results.sort_by_key(|r| r.index);
         let count = |s| results.iter().filter(|r| r.status == s).count();

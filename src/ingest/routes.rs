@@ -86,12 +86,12 @@ async fn items(
     mode.take_budget(&state, vendor_id)?;
     let envelope: ItemsEnvelope = parse_json(&request.body)?;
     check_size(mode, "items", envelope.items.len())?;
-    Ok(Json(
-        state
-            .ingest
-            .ingest_items(vendor_id, &envelope.items)
-            .await?,
-    ))
+    let report = state
+        .ingest
+        .ingest_items(vendor_id, &envelope.items)
+        .await?;
+    state.prometheus.count_ingest(&report.counts("items"));
+    Ok(Json(report))
 }
 
 async fn stock(
@@ -109,12 +109,12 @@ async fn stock(
         ));
     }
     check_size(mode, "stock", envelope.stock.len())?;
-    Ok(Json(
-        state
-            .ingest
-            .ingest_stock(vendor_id, &envelope.warehouse_id, &envelope.stock)
-            .await?,
-    ))
+    let report = state
+        .ingest
+        .ingest_stock(vendor_id, &envelope.warehouse_id, &envelope.stock)
+        .await?;
+    state.prometheus.count_ingest(&report.counts("stock"));
+    Ok(Json(report))
 }
 
 async fn warehouses(
@@ -126,12 +126,12 @@ async fn warehouses(
     mode.take_budget(&state, vendor_id)?;
     let envelope: WarehousesEnvelope = parse_json(&request.body)?;
     check_size(mode, "warehouses", envelope.warehouses.len())?;
-    Ok(Json(
-        state
-            .ingest
-            .ingest_warehouses(vendor_id, &envelope.warehouses)
-            .await?,
-    ))
+    let report = state
+        .ingest
+        .ingest_warehouses(vendor_id, &envelope.warehouses)
+        .await?;
+    state.prometheus.count_ingest(&report.counts("warehouses"));
+    Ok(Json(report))
 }
 
 /// Push item changes (at most 500).

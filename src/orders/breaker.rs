@@ -23,7 +23,10 @@ use tower_resilience_circuitbreaker::{
 use utoipa::ToSchema;
 
 use super::agent_client::{AgentCallError, AgentClient, CreateOrderOutcome};
-use crate::config::Settings;
+use crate::{
+    config::Settings,
+    ops::alerts::{Alert, AlertKind, AlertService},
+};
 
 type Breaker = CircuitBreaker<RunCall, BreakerFailure>;
 
@@ -112,10 +115,11 @@ pub struct BreakerSnapshot {
 pub struct BreakerRegistry {
     breakers: Arc<Mutex<HashMap<(String, String), Breaker>>>,
     settings: BreakerSettings,
+    alerts: AlertService,
 }
 
 impl BreakerRegistry {
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings, alerts: AlertService) -> Self {
         Self {
             breakers: Arc::default(),
             settings: BreakerSettings {
@@ -124,11 +128,13 @@ impl BreakerRegistry {
                 window: Duration::from_secs(60),
                 open_for: settings.breaker_open_for,
             },
+            alerts,
         }
     }
 
     fn build(&self, vendor_id: &str, api_type: &str) -> Breaker {
         let (vendor, api) = (vendor_id.to_owned(), api_type.to_owned());
+        let alerts = self.alerts.clone();
         CircuitBreakerLayer::builder()
             .name(format!("{vendor_id}:{api_type}"))
             .failure_rate_threshold(self.settings.failure_rate)
@@ -140,6 +146,13 @@ impl BreakerRegistry {
             .permitted_calls_in_half_open(1)
             .on_state_transition(move |from, to| {
                 tracing::warn!(vendor_id = %vendor, api_type = %api, from = ?from, to = ?to, "circuit breaker changed state");
+                if to == CircuitState::Open {
+                    alerts.raise(Alert::new(
+                        AlertKind::CircuitBreakerOpen,
+                        &vendor,
+                        format!("circuit breaker {api} opened: calls to the agent are paused"),
+                    ));
+                }
             })
             .failure_classifier_type(BreakerFailure)
             .build()

@@ -109,17 +109,36 @@ pub async fn mark_resolved(
     .await
 }
 
+/// Deletes up to `limit` entries resolved more than `older_than_days` ago (one chunk of the
+/// clean-up job).
 pub async fn delete_old_resolved(
     db: impl PgExecutor<'_>,
     older_than_days: i32,
+    limit: i64,
 ) -> sqlx::Result<u64> {
     let done = sqlx::query(
-        "DELETE FROM dead_letter_queue WHERE resolved AND resolved_at < now() - make_interval(days => $1)",
+        "DELETE FROM dead_letter_queue WHERE id IN (
+             SELECT id FROM dead_letter_queue
+             WHERE resolved AND resolved_at < now() - make_interval(days => $1)
+             LIMIT $2)",
     )
     .bind(older_than_days)
+    .bind(limit)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Unresolved entries per vendor (vendors with none are absent), for the DLQ alert.
+pub async fn count_unresolved_by_vendor(
+    db: impl PgExecutor<'_>,
+) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT vendor_id, count(*) FROM dead_letter_queue WHERE NOT resolved
+         GROUP BY vendor_id ORDER BY vendor_id",
+    )
+    .fetch_all(db)
+    .await
 }
 
 pub async fn count_unresolved(

@@ -82,86 +82,32 @@ pub async fn find_by_order_id(
     .await
 }
 
-/// Sets a status with its timestamps; `None` when no such job.
-pub async fn update_status(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    status: &str,
-    error_message: Option<&str>,
-    erp_reference: Option<&str>,
-) -> sqlx::Result<Option<SyncJob>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE sync_jobs SET status = $2,
-             error_message = COALESCE($3, error_message),
-             erp_reference = COALESCE($4, erp_reference),
-             started_at = CASE WHEN $2 = 'processing' THEN now() ELSE started_at END,
-             completed_at = CASE WHEN $2 IN ('completed', 'failed', 'cancelled') THEN now() ELSE completed_at END
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(status)
-    .bind(error_message)
-    .bind(erp_reference)
-    .fetch_optional(db)
-    .await
-}
-
-/// Pending jobs that are due, oldest first.
-pub async fn find_pending(
-    db: impl PgExecutor<'_>,
-    vendor_id: Option<&str>,
-    limit: i64,
-) -> sqlx::Result<Vec<SyncJob>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM sync_jobs
-         WHERE status = 'pending' AND ($1::text IS NULL OR vendor_id = $1)
-           AND (next_retry_at IS NULL OR next_retry_at <= now())
-         ORDER BY created_at LIMIT $2"
-    )))
-    .bind(vendor_id)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-/// Finished jobs past their retention.
-pub async fn find_expired(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<SyncJob>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM sync_jobs
-         WHERE expires_at < now() AND status IN ('completed', 'failed', 'cancelled')
-         ORDER BY expires_at LIMIT $1"
-    )))
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-/// Deletes finished jobs past their retention; live jobs are never deleted.
-pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
+/// Deletes up to `limit` finished jobs past their retention (live jobs are never deleted);
+/// the clean-up job repeats it until less than `limit` go, so no statement holds locks long.
+pub async fn delete_expired(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<u64> {
     let done = sqlx::query(
-        "DELETE FROM sync_jobs WHERE expires_at < now() AND status IN ('completed', 'failed', 'cancelled')",
+        "DELETE FROM sync_jobs WHERE id IN (
+             SELECT id FROM sync_jobs
+             WHERE expires_at < now() AND status IN ('completed', 'failed', 'cancelled')
+             LIMIT $1)",
     )
+    .bind(limit)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
-pub struct StatusCount {
-    pub status: String,
-    pub count: i64,
-}
-
-pub async fn count_by_status(
-    db: impl PgExecutor<'_>,
-    vendor_id: Option<&str>,
-) -> sqlx::Result<Vec<StatusCount>> {
-    sqlx::query_as(
-        "SELECT status, count(*) AS count FROM sync_jobs
-         WHERE ($1::text IS NULL OR vendor_id = $1) GROUP BY status ORDER BY status",
+/// Jobs due and waiting for a worker (pending, due now), counted up to `cap`: the queue depth
+/// `/health` and the metrics report.
+pub async fn count_waiting(db: impl PgExecutor<'_>, cap: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT 1 FROM sync_jobs
+             WHERE status = 'pending' AND COALESCE(next_retry_at, created_at) <= now()
+             LIMIT $1) due",
     )
-    .bind(vendor_id)
-    .fetch_all(db)
+    .bind(cap)
+    .fetch_one(db)
     .await
 }
 
@@ -175,7 +121,8 @@ pub struct JobMetrics {
     pub failed: i64,
     /// Completed / total, in percent.
     pub success_rate: f64,
-    /// Mean and 95th percentile of creation → completion, completed jobs only.
+    /// Mean and 95th percentile of creation → completion in ms (0.1 ms), completed jobs only;
+    /// null when none completed.
     pub avg_latency_ms: Option<f64>,
     pub p95_latency_ms: Option<f64>,
     /// Jobs that needed more than one attempt, in percent.
@@ -191,10 +138,10 @@ pub async fn get_metrics(db: impl PgExecutor<'_>, vendor_id: &str) -> sqlx::Resu
                 count(*) FILTER (WHERE status = 'failed') AS failed,
                 COALESCE(round(100.0 * count(*) FILTER (WHERE status = 'completed') / NULLIF(count(*), 0), 1), 0)::float8
                     AS success_rate,
-                (avg(EXTRACT(EPOCH FROM completed_at - created_at) * 1000) FILTER (WHERE status = 'completed'))::float8
+                round(avg(EXTRACT(EPOCH FROM completed_at - created_at) * 1000) FILTER (WHERE status = 'completed'), 1)::float8
                     AS avg_latency_ms,
-                (percentile_cont(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM completed_at - created_at) * 1000)
-                    FILTER (WHERE status = 'completed'))::float8 AS p95_latency_ms,
+                round((percentile_cont(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM completed_at - created_at) * 1000)
+                    FILTER (WHERE status = 'completed'))::numeric, 1)::float8 AS p95_latency_ms,
                 COALESCE(round(100.0 * count(*) FILTER (WHERE retry_count > 1) / NULLIF(count(*), 0), 1), 0)::float8
                     AS retry_rate
          FROM sync_jobs WHERE vendor_id = $1",

@@ -10,4 +10,4 @@ pub mod queue;
 pub mod routes;
 mod service;
 
-pub use service::{CallbackStatus, OrderSync, backoff_delay};
+pub use service::{CallbackStatus, OrderSync, WorkerStatus, backoff_delay};

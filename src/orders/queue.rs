@@ -118,7 +118,10 @@ impl Dispatcher {
                 stop.cancelled().await;
                 Ok::<(), std::io::Error>(())
             });
-            match run.await {
+            sync.set_worker_running(true);
+            let outcome = run.await;
+            sync.set_worker_running(false);
+            match outcome {
                 Ok(()) => {
                     // Stopped gracefully, nothing in hand. (A worker that died stays registered
                     // so apalis re-queues what it held; Postgres would redo it anyway.)

@@ -2,7 +2,13 @@
 //! dead-letter queue. Every method is a plain async function a route, the scheduler or a test
 //! can call.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::Utc;
 use rand::Rng;
@@ -24,6 +30,10 @@ use crate::{
     config::Settings,
     error::{AppError, ResultExt},
     http::extract::{Page, Pagination},
+    ops::{
+        alerts::AlertService,
+        metrics::{JobOutcome, Prometheus},
+    },
 };
 
 pub const API_ORDERS: &str = "orders";
@@ -51,6 +61,20 @@ struct Inner {
     lease: Duration,
     redispatch_grace: Duration,
     wake: Notify,
+    prometheus: Prometheus,
+    /// Should this process run the worker (ORDER_SYNC_ENABLED and AGENT_SECRET set)?
+    worker_enabled: bool,
+    worker_running: AtomicBool,
+}
+
+/// This process's order-sync worker, as `/health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerStatus {
+    Up,
+    /// Should run, but is not running (not started yet, stopped, or restarting after an error).
+    Down,
+    /// Not run by this process (ORDER_SYNC_ENABLED=false, or no AGENT_SECRET).
+    Disabled,
 }
 
 /// What a callback says happened.
@@ -67,13 +91,16 @@ impl OrderSync {
         client: Option<AgentClient>,
         dispatcher: Dispatcher,
         settings: &Settings,
+        alerts: AlertService,
+        prometheus: Prometheus,
     ) -> Self {
+        let worker_enabled = settings.order_sync_enabled && client.is_some();
         Self {
             inner: Arc::new(Inner {
                 db,
                 agents,
                 client,
-                breakers: BreakerRegistry::new(settings),
+                breakers: BreakerRegistry::new(settings, alerts),
                 dispatcher,
                 max_attempts: settings.order_sync_max_attempts,
                 backoff: settings.order_sync_backoff,
@@ -84,8 +111,26 @@ impl OrderSync {
                     .order_sync_sweep_interval
                     .max(Duration::from_secs(2)),
                 wake: Notify::new(),
+                prometheus,
+                worker_enabled,
+                worker_running: AtomicBool::new(false),
             }),
         }
+    }
+
+    pub fn worker_status(&self) -> WorkerStatus {
+        if !self.inner.worker_enabled {
+            WorkerStatus::Disabled
+        } else if self.inner.worker_running.load(Ordering::Acquire) {
+            WorkerStatus::Up
+        } else {
+            WorkerStatus::Down
+        }
+    }
+
+    /// Called by the worker loop as the worker starts and stops.
+    pub(crate) fn set_worker_running(&self, running: bool) {
+        self.inner.worker_running.store(running, Ordering::Release);
     }
 
     pub fn breakers(&self) -> &BreakerRegistry {
@@ -241,6 +286,7 @@ impl OrderSync {
                     .await?
                     .is_some()
                 {
+                    inner.prometheus.count_job(JobOutcome::Completed);
                     tracing::info!(erp_reference = %erp_reference, "order synced");
                 }
                 Ok(())
@@ -249,6 +295,7 @@ impl OrderSync {
                 let deadline =
                     chrono::Duration::from_std(inner.callback_timeout).unwrap_or_default();
                 jobs::await_callback(&inner.db, job.id, deadline).await?;
+                inner.prometheus.count_job(JobOutcome::Accepted);
                 tracing::info!("agent accepted the order; waiting for its callback");
                 Ok(())
             }
@@ -289,6 +336,7 @@ impl OrderSync {
         if !jobs::reschedule(&inner.db, job.id, due_at, reason, true).await? {
             return Ok(()); // finished meanwhile (a callback won the race)
         }
+        inner.prometheus.count_job(JobOutcome::Retried);
         tracing::warn!(
             reason,
             retry_in_ms = delay.as_millis() as u64,
@@ -323,6 +371,7 @@ impl OrderSync {
                 },
             )
             .await?;
+            self.inner.prometheus.count_job(JobOutcome::DeadLettered);
             tracing::error!(job_id = %failed.id, vendor_id = %failed.vendor_id, reason, "order sync failed for good; moved to the dead-letter queue");
         }
         tx.commit().await?;
@@ -352,6 +401,9 @@ impl OrderSync {
                     )
                 })?;
                 let completed = jobs::complete(&self.inner.db, job_id, reference).await?;
+                if completed.is_some() {
+                    self.inner.prometheus.count_job(JobOutcome::Completed);
+                }
                 if completed.is_none() && job.erp_reference.as_deref() != Some(reference) {
                     tracing::warn!(%job_id, status = %job.status, "callback for a finished job ignored");
                 }
@@ -491,14 +543,9 @@ impl OrderSync {
         Ok(entry)
     }
 
-    /// Unresolved entries, for alerts.
+    /// Unresolved entries, for the metrics.
     pub async fn dead_letter_count(&self) -> Result<i64, AppError> {
         Ok(dlq::count_unresolved(&self.inner.db, None).await?)
-    }
-
-    /// Deletes resolved entries older than `days`.
-    pub async fn cleanup_dead_letters(&self, days: i32) -> Result<u64, AppError> {
-        Ok(dlq::delete_old_resolved(&self.inner.db, days).await?)
     }
 }
 

@@ -1,5 +1,7 @@
 //! `reconciliation_events` repository (plan Task 3): the audit trail of drift checks.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,6 +19,13 @@ pub enum EventType {
 }
 
 impl EventType {
+    pub const ALL: [Self; 4] = [
+        Self::IncrementalSync,
+        Self::FullChecksum,
+        Self::DriftDetected,
+        Self::DriftResolved,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::IncrementalSync => "incremental_sync",
@@ -92,58 +101,71 @@ pub async fn find_by_vendor(
     Ok((rows, total))
 }
 
-pub async fn find_recent(
+/// Deletes up to `limit` events older than `days` (one chunk of the clean-up job).
+pub async fn delete_older_than(
     db: impl PgExecutor<'_>,
-    vendor_id: &str,
+    days: i32,
     limit: i64,
-) -> sqlx::Result<Vec<ReconciliationEvent>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        r#"SELECT {COLUMNS} FROM reconciliation_events WHERE vendor_id = $1 ORDER BY "timestamp" DESC, id LIMIT $2"#
-    )))
-    .bind(vendor_id)
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        r#"DELETE FROM reconciliation_events WHERE id IN (
+               SELECT id FROM reconciliation_events
+               WHERE "timestamp" < now() - make_interval(days => $1)
+               LIMIT $2)"#,
+    )
+    .bind(days)
     .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-pub async fn delete_older_than(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
-    let done = sqlx::query(r#"DELETE FROM reconciliation_events WHERE "timestamp" < now() - make_interval(days => $1)"#)
-        .bind(days)
-        .execute(db)
-        .await?;
+    .execute(db)
+    .await?;
     Ok(done.rows_affected())
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
+/// A vendor's reconciliation figures. A run ends as `full_checksum` (no drift) or as
+/// `drift_detected` (then `drift_resolved`), so the drift rate is drifts over runs.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReconciliationMetrics {
-    pub total: i64,
-    pub incremental_syncs: i64,
-    pub full_checksums: i64,
-    pub drifts_detected: i64,
-    pub drifts_resolved: i64,
+    pub vendor_id: String,
+    /// Every event type, with its count (0 when none).
+    pub events_by_type: BTreeMap<String, i64>,
+    /// The latest event's time.
     pub last_run_at: Option<DateTime<Utc>>,
-    /// Drifts detected per checksum run, in percent.
-    pub drift_frequency: f64,
+    /// Runs that found drift, in percent of runs (0.1 %).
+    pub drift_rate: f64,
 }
 
 pub async fn get_metrics(
     db: impl PgExecutor<'_>,
     vendor_id: &str,
 ) -> sqlx::Result<ReconciliationMetrics> {
-    sqlx::query_as(
-        r#"SELECT count(*) AS total,
-                  count(*) FILTER (WHERE event_type = 'incremental_sync') AS incremental_syncs,
-                  count(*) FILTER (WHERE event_type = 'full_checksum') AS full_checksums,
-                  count(*) FILTER (WHERE event_type = 'drift_detected') AS drifts_detected,
-                  count(*) FILTER (WHERE event_type = 'drift_resolved') AS drifts_resolved,
-                  max("timestamp") AS last_run_at,
-                  COALESCE(round(100.0 * count(*) FILTER (WHERE event_type = 'drift_detected')
-                      / NULLIF(count(*) FILTER (WHERE event_type = 'full_checksum'), 0), 1), 0)::float8
-                      AS drift_frequency
-           FROM reconciliation_events WHERE vendor_id = $1"#,
+    let rows: Vec<(String, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+        r#"SELECT event_type, count(*), max("timestamp")
+           FROM reconciliation_events WHERE vendor_id = $1 GROUP BY event_type"#,
     )
     .bind(vendor_id)
-    .fetch_one(db)
-    .await
+    .fetch_all(db)
+    .await?;
+    let mut events_by_type: BTreeMap<String, i64> = EventType::ALL
+        .iter()
+        .map(|t| (t.as_str().to_owned(), 0))
+        .collect();
+    let mut last_run_at = None;
+    for (event_type, count, last) in rows {
+        events_by_type.insert(event_type, count);
+        last_run_at = last_run_at.max(last);
+    }
+    let count = |t: EventType| events_by_type.get(t.as_str()).copied().unwrap_or(0);
+    let drifts = count(EventType::DriftDetected);
+    let runs = drifts + count(EventType::FullChecksum);
+    let drift_rate = if runs == 0 {
+        0.0
+    } else {
+        (1000.0 * drifts as f64 / runs as f64).round() / 10.0
+    };
+    Ok(ReconciliationMetrics {
+        vendor_id: vendor_id.to_owned(),
+        events_by_type,
+        last_run_at,
+        drift_rate,
+    })
 }

@@ -14,10 +14,23 @@ async fn health_is_up_when_postgres_and_redis_answer(db: PgPool) {
     let response = app.client.get(app.url("/health")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], "ok");
-    assert_eq!(body["checks"]["postgres"]["status"], "up");
+    assert_eq!(body["status"], "up");
+    assert_eq!(body["checks"]["database"]["status"], "up");
+    assert!(body["checks"]["database"]["latencyMs"].is_number());
     assert_eq!(body["checks"]["redis"]["status"], "up");
     assert!(body["checks"]["redis"]["latencyMs"].is_number());
+    assert_eq!(
+        body["checks"]["queue"],
+        json!({"status": "up", "waiting": 0})
+    );
+    assert_eq!(
+        body["checks"]["worker"]["status"], "disabled",
+        "the tests' default: ORDER_SYNC_ENABLED=false"
+    );
+    assert_eq!(
+        body["checks"]["agents"],
+        json!({"status": "up", "online": 0, "total": 0})
+    );
 }
 
 #[sqlx::test]
@@ -36,8 +49,8 @@ async fn health_is_503_quickly_when_redis_refuses(db: PgPool) {
     );
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], "unavailable");
-    assert_eq!(body["checks"]["postgres"]["status"], "up");
+    assert_eq!(body["status"], "down");
+    assert_eq!(body["checks"]["database"]["status"], "up");
     assert_eq!(body["checks"]["redis"]["status"], "down");
     assert!(
         !body.to_string().contains("127.0.0.1"),
@@ -422,6 +435,12 @@ async fn openapi_lists_every_route_and_both_security_schemes(db: PgPool) {
         "/api/admin/dlq/{id}/resolve",
         "/api/admin/circuit-breakers",
         "/api/admin/circuit-breakers/{vendorId}/{apiType}/reset",
+        "/metrics",
+        "/api/admin/metrics/{vendorId}",
+        "/api/admin/metrics/reconciliation/{vendorId}",
+        "/api/admin/metrics/agents",
+        "/api/admin/scheduler",
+        "/api/admin/scheduler/{name}/run",
     ] {
         assert!(paths.contains_key(path), "OpenAPI lacks {path}");
     }

@@ -36,6 +36,8 @@ pub fn test_vars(prefix: &str) -> Vec<(String, String)> {
         ("REDIS_PREFIX", prefix),
         // The order-sync worker only where a test wants it (orders.rs turns it on).
         ("ORDER_SYNC_ENABLED", "false"),
+        // No cron tick lands in the middle of a test; scheduler tests turn it on.
+        ("SCHEDULER_ENABLED", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

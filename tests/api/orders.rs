@@ -31,7 +31,7 @@ async fn order_app(db: PgPool, extra: &[(&str, &str)]) -> TestApp {
     .await
 }
 
-async fn insert_order(db: &PgPool, vendor: &str) -> Uuid {
+pub async fn insert_order(db: &PgPool, vendor: &str) -> Uuid {
     let id = Uuid::new_v4();
     let mut tx = db.begin().await.unwrap();
     sqlx::query("INSERT INTO orders (id, vendor_id, total_amount) VALUES ($1, $2, 42.50)")
@@ -76,7 +76,7 @@ async fn register_online(db: &PgPool, agent_url: &str) {
 }
 
 /// Polls until `check` holds (the worker is asynchronous), failing after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -63,50 +63,27 @@ async fn sync_jobs_lifecycle_and_metrics(db: PgPool) {
         jobs::find_by_order_id(&db, order_id).await.unwrap(),
         vec![job.clone()]
     );
-    assert_eq!(
-        jobs::find_pending(&db, Some("v1"), 10).await.unwrap().len(),
-        1
-    );
-    assert!(
-        jobs::find_pending(&db, Some("v2"), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(jobs::count_waiting(&db, 10).await.unwrap(), 1);
 
-    let processing = jobs::update_status(&db, job.id, "processing", None, None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(processing.started_at.is_some());
-    let done = jobs::update_status(&db, job.id, "completed", None, Some("ERP-1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let done = jobs::complete(&db, job.id, "ERP-1").await.unwrap().unwrap();
     assert_eq!(done.erp_reference.as_deref(), Some("ERP-1"));
     assert!(done.completed_at.is_some());
     assert!(
-        jobs::update_status(&db, Uuid::new_v4(), "completed", None, None)
+        jobs::complete(&db, Uuid::new_v4(), "ERP-2")
             .await
             .unwrap()
             .is_none()
     );
+    assert_eq!(jobs::count_waiting(&db, 10).await.unwrap(), 0);
 
     let other = jobs::create(&db, &new_job(None, "v1", &payload))
         .await
         .unwrap();
-    jobs::update_status(&db, other.id, "failed", Some("agent said no"), None)
+    jobs::fail(&db, other.id, "agent said no")
         .await
+        .unwrap()
         .unwrap();
 
-    let counts = jobs::count_by_status(&db, Some("v1")).await.unwrap();
-    assert_eq!(
-        counts
-            .iter()
-            .map(|c| (c.status.as_str(), c.count))
-            .collect::<Vec<_>>(),
-        [("completed", 1), ("failed", 1)]
-    );
     let metrics = jobs::get_metrics(&db, "v1").await.unwrap();
     assert_eq!(
         (
@@ -133,8 +110,7 @@ async fn sync_jobs_lifecycle_and_metrics(db: PgPool) {
         .execute(&db)
         .await
         .unwrap();
-    assert_eq!(jobs::find_expired(&db, 10).await.unwrap().len(), 2);
-    assert_eq!(jobs::delete_expired(&db).await.unwrap(), 2);
+    assert_eq!(jobs::delete_expired(&db, 10).await.unwrap(), 2);
     assert!(
         jobs::find_by_id(&db, live.id).await.unwrap().is_some(),
         "a pending job is never expired"
@@ -191,20 +167,29 @@ async fn agent_registry_repository(db: PgPool) {
 
     let now = Utc::now();
     let (degraded, offline) = (Duration::seconds(60), Duration::seconds(300));
-    assert!(
-        agents::find_stale(&db, now, degraded, offline)
+    let counts = |online, degraded, offline| agents::HealthCounts {
+        online,
+        degraded,
+        offline,
+    };
+    assert_eq!(
+        agents::count_by_health(&db, now, degraded, offline)
             .await
-            .unwrap()
-            .is_empty()
+            .unwrap(),
+        counts(1, 0, 0)
     );
-    let stale = agents::find_stale(&db, now + Duration::seconds(61), degraded, offline)
-        .await
-        .unwrap();
-    assert_eq!(stale[0].status, "degraded");
-    let stale = agents::find_stale(&db, now + Duration::seconds(301), degraded, offline)
-        .await
-        .unwrap();
-    assert_eq!(stale[0].status, "offline");
+    assert_eq!(
+        agents::count_by_health(&db, now + Duration::seconds(61), degraded, offline)
+            .await
+            .unwrap(),
+        counts(0, 1, 0)
+    );
+    assert_eq!(
+        agents::count_by_health(&db, now + Duration::seconds(301), degraded, offline)
+            .await
+            .unwrap(),
+        counts(0, 0, 1)
+    );
 
     assert!(
         agents::update_heartbeat(&db, "nobody", None)
@@ -212,12 +197,14 @@ async fn agent_registry_repository(db: PgPool) {
             .unwrap()
             .is_none()
     );
-    assert!(agents::delete_by_vendor_id(&db, "v1").await.unwrap());
-    assert!(
-        agents::find_by_vendor_id(&db, "v1")
+    let gone = agents::deregister(&db, "v1").await.unwrap().unwrap();
+    assert!(gone.deregistered_at.is_some());
+    assert_eq!(
+        agents::count_by_health(&db, now, degraded, offline)
             .await
-            .unwrap()
-            .is_none()
+            .unwrap(),
+        counts(0, 0, 0),
+        "a deregistered agent is not counted"
     );
 }
 
@@ -361,12 +348,12 @@ async fn dead_letter_queue_repository(db: PgPool) {
     );
     assert_eq!(dlq::count_unresolved(&db, None).await.unwrap(), 0);
 
-    assert_eq!(dlq::delete_old_resolved(&db, 30).await.unwrap(), 0);
+    assert_eq!(dlq::delete_old_resolved(&db, 30, 10).await.unwrap(), 0);
     sqlx::query("UPDATE dead_letter_queue SET resolved_at = now() - interval '31 days'")
         .execute(&db)
         .await
         .unwrap();
-    assert_eq!(dlq::delete_old_resolved(&db, 30).await.unwrap(), 1);
+    assert_eq!(dlq::delete_old_resolved(&db, 30, 10).await.unwrap(), 1);
 }
 
 #[sqlx::test]
@@ -391,23 +378,22 @@ async fn reconciliation_events_repository(db: PgPool) {
     }
     let (page, total) = events::find_by_vendor(&db, Some("v1"), 2, 0).await.unwrap();
     assert_eq!((page.len(), total), (2, 3));
-    assert_eq!(events::find_recent(&db, "v1", 1).await.unwrap().len(), 1);
     let metrics = events::get_metrics(&db, "v1").await.unwrap();
     assert_eq!(
         (
-            metrics.total,
-            metrics.full_checksums,
-            metrics.drifts_detected
+            metrics.events_by_type["full_checksum"],
+            metrics.events_by_type["drift_detected"],
+            metrics.events_by_type["drift_resolved"]
         ),
-        (3, 2, 1)
+        (2, 1, 0)
     );
-    assert_eq!(metrics.drift_frequency, 50.0);
+    assert_eq!(metrics.drift_rate, 33.3, "1 run of 3 found drift");
     assert!(metrics.last_run_at.is_some());
 
-    assert_eq!(events::delete_older_than(&db, 30).await.unwrap(), 0);
+    assert_eq!(events::delete_older_than(&db, 30, 10).await.unwrap(), 0);
     sqlx::query(r#"UPDATE reconciliation_events SET "timestamp" = now() - interval '31 days'"#)
         .execute(&db)
         .await
         .unwrap();
-    assert_eq!(events::delete_older_than(&db, 30).await.unwrap(), 3);
+    assert_eq!(events::delete_older_than(&db, 30, 10).await.unwrap(), 3);
 }
