@@ -69,6 +69,9 @@ pub struct Settings {
     pub breaker_open_for: Duration,
     pub agent_timeout: Duration,
     pub db_max_connections: u32,
+    pub reconciliation_concurrency: usize,
+    pub reconciliation_page_size: usize,
+    pub reconciliation_run_timeout: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -152,6 +155,9 @@ struct Raw {
     breaker_open_ms: String,
     agent_timeout_ms: String,
     db_max_connections: String,
+    reconciliation_concurrency: String,
+    reconciliation_page_size: String,
+    reconciliation_run_timeout_ms: String,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erp_sync";
@@ -181,6 +187,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("breaker_open_ms", "60000"),
     ("agent_timeout_ms", "30000"),
     ("db_max_connections", "20"),
+    ("reconciliation_concurrency", "4"),
+    ("reconciliation_page_size", "500"),
+    ("reconciliation_run_timeout_ms", "1800000"),
 ];
 
 impl Settings {
@@ -375,6 +384,24 @@ impl Settings {
             breaker_open_for: millis("BREAKER_OPEN_MS", &raw.breaker_open_ms, 1, 86_400_000)?,
             agent_timeout: millis("AGENT_TIMEOUT_MS", &raw.agent_timeout_ms, 10, 600_000)?,
             db_max_connections: int("DB_MAX_CONNECTIONS", &raw.db_max_connections, 2, 1_000)?,
+            reconciliation_concurrency: int(
+                "RECONCILIATION_CONCURRENCY",
+                &raw.reconciliation_concurrency,
+                1,
+                32,
+            )?,
+            reconciliation_page_size: int(
+                "RECONCILIATION_PAGE_SIZE",
+                &raw.reconciliation_page_size,
+                1,
+                1_000,
+            )?,
+            reconciliation_run_timeout: millis(
+                "RECONCILIATION_RUN_TIMEOUT_MS",
+                &raw.reconciliation_run_timeout_ms,
+                100,
+                86_400_000,
+            )?,
         })
     }
 

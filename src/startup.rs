@@ -65,6 +65,7 @@ impl Application {
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
+        self.state.reconciliation.shutdown().await;
         tracing::info!("erp-sync stopped");
         served.context("HTTP server failed")
     }

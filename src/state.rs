@@ -12,6 +12,7 @@ use crate::{
     ingest::IngestService,
     mappings::MappingService,
     orders::{OrderSync, agent_client::AgentClient, queue::Dispatcher},
+    reconciliation::ReconciliationService,
 };
 
 #[derive(Clone)]
@@ -24,6 +25,7 @@ pub struct AppState {
     pub ingest: IngestService,
     pub orders: OrderSync,
     pub rate_limits: Arc<RateLimits>,
+    pub reconciliation: ReconciliationService,
 }
 
 impl AppState {
@@ -31,17 +33,28 @@ impl AppState {
         let settings = Arc::new(settings);
         let mappings = MappingService::new(db.clone());
         let agents = AgentService::new(db.clone(), &settings);
+        let client = AgentClient::new(&settings)?;
         let orders = OrderSync::new(
             db.clone(),
             agents.clone(),
-            AgentClient::new(&settings)?,
+            client.clone(),
             Dispatcher::new(redis.clone()),
             &settings,
         );
+        let ingest = IngestService::new(db.clone(), mappings.clone());
+        let reconciliation = ReconciliationService::new(
+            db.clone(),
+            agents.clone(),
+            ingest.clone(),
+            client,
+            orders.breakers().clone(),
+            &settings,
+        );
         Ok(Self {
+            reconciliation,
             orders,
             agents,
-            ingest: IngestService::new(db.clone(), mappings.clone()),
+            ingest,
             mappings,
             rate_limits: Arc::new(RateLimits::new(&settings)),
             settings,

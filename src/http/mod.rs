@@ -37,6 +37,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::mappings::routes::router())
         .merge(crate::ingest::routes::router())
         .merge(crate::orders::routes::router())
+        .merge(crate::reconciliation::routes::router())
 }
 
 /// The OpenAPI document of every route that exists.

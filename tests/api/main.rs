@@ -9,5 +9,7 @@ mod foundation;
 mod ingest;
 mod mappings;
 mod mock_agent;
+mod mock_erp;
 mod orders;
+mod reconciliation;
 mod repositories;
