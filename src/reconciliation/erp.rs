@@ -37,12 +37,32 @@ pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Longest error body kept from an agent's non-2xx answer.
 const MAX_ERROR_BYTES: usize = 4 * 1024;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum ErpError {
-    #[error("circuit breaker open: the agent was not called")]
     BreakerOpen,
-    #[error(transparent)]
-    Call(#[from] AgentCallError),
+    /// Garbage answers are `AgentCallError::BadResponse`, so the breaker counts them as the
+    /// agent's ill health.
+    Call(AgentCallError),
+}
+
+impl std::fmt::Display for ErpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BreakerOpen => f.write_str("circuit breaker open: the agent was not called"),
+            Self::Call(AgentCallError::BadResponse(what)) => {
+                write!(f, "agent answered garbage: {what}")
+            }
+            Self::Call(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ErpError {}
+
+impl From<AgentCallError> for ErpError {
+    fn from(error: AgentCallError) -> Self {
+        Self::Call(error)
+    }
 }
 
 impl ErpError {
@@ -239,11 +259,19 @@ impl ErpCatalogue {
             return Err(AgentCallError::Status {
                 status: status.as_u16(),
                 retry_after: None,
-                body: truncate(&String::from_utf8_lossy(&body), 500),
+                // Agent text reaches events and logs: no control characters (Postgres refuses
+                // NUL in text), bounded.
+                body: truncate(&printable(&String::from_utf8_lossy(&body)), 500),
             });
         }
         read_capped(response, cap).await
     }
+}
+
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 fn owned_pairs(range: &SkuRange, limit: Option<usize>) -> Vec<(&'static str, String)> {

@@ -132,15 +132,18 @@ impl Search<'_> {
                 Err(failure) => self.record_failure(&range, failure),
             }
         }
+        let mut tally = self.tally();
         if !queue.is_empty() {
-            let mut tally = self.tally();
-            let reason = tally.stop_reason.clone().unwrap_or_default();
             tally.unresolved += queue.len() as u64;
             if tally.notes.len() < MAX_NOTES {
                 tally
                     .notes
-                    .push(format!("{} ranges left unchecked ({reason})", queue.len()));
+                    .push(format!("{} ranges left unchecked", queue.len()));
             }
+        }
+        // Why the run stopped matters more than any one range: always named.
+        if let Some(reason) = tally.stop_reason.clone() {
+            tally.notes.push(format!("run stopped: {reason}"));
         }
     }
 
@@ -160,7 +163,7 @@ impl Search<'_> {
                 self.tally().unresolved(format!("{range}: database error"));
                 self.stop("database error");
             }
-            Failure::Stopped => self.tally().unresolved(format!("{range}: stopped")),
+            Failure::Stopped => self.tally().unresolved(format!("{range}: not finished")),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod agent_check;
 mod agents;
 mod binary;
 mod config;
@@ -12,4 +13,5 @@ mod mock_agent;
 mod mock_erp;
 mod orders;
 mod reconciliation;
+mod reconciliation_routes;
 mod repositories;

@@ -46,8 +46,11 @@ pub enum Behaviour {
     ChecksumBody(String),
     /// `/sync/items` answers this body (the first `after` calls excepted).
     ItemsBodyAfter { after: u64, body: String },
-    /// `/sync/items` answers a body of this many bytes.
-    HugeItems(usize),
+    /// `/sync/items` answers a body of this many bytes, with a Content-Length or streamed
+    /// (chunked, no length announced).
+    HugeItems { bytes: usize, streamed: bool },
+    /// Every call answers this status and body.
+    ErrorBody { status: u16, body: String },
 }
 
 #[derive(Default)]
@@ -217,6 +220,9 @@ async fn intercept(shared: &Shared, headers: &HeaderMap, counter: &AtomicU64) ->
         Behaviour::FailAfter { after, status } if answered >= after => {
             Some(StatusCode::from_u16(status).unwrap().into_response())
         }
+        Behaviour::ErrorBody { status, body } => {
+            Some((StatusCode::from_u16(status).unwrap(), body).into_response())
+        }
         Behaviour::HangAfter { after, delay } if answered >= after => {
             tokio::time::sleep(delay).await;
             Some(StatusCode::GATEWAY_TIMEOUT.into_response())
@@ -225,11 +231,13 @@ async fn intercept(shared: &Shared, headers: &HeaderMap, counter: &AtomicU64) ->
     }
 }
 
-/// The catalogue's `(sku, contentHash)` in a range, as this agent (mis)understands it.
-fn in_range(shared: &Shared, params: &HashMap<String, String>) -> Vec<(String, Value)> {
-    let behaviour = shared.behaviour.lock().unwrap().clone();
+/// The range a request asks for, as this agent (mis)understands it.
+fn bounds(
+    behaviour: &Behaviour,
+    params: &HashMap<String, String>,
+) -> Option<(Bound<String>, Bound<String>)> {
     let lower = match (params.get("skuFrom"), params.get("skuAfter")) {
-        (_, Some(after)) if behaviour == Behaviour::SkuAfterInclusive => {
+        (_, Some(after)) if *behaviour == Behaviour::SkuAfterInclusive => {
             Bound::Included(after.clone())
         }
         (_, Some(after)) => Bound::Excluded(after.clone()),
@@ -237,22 +245,56 @@ fn in_range(shared: &Shared, params: &HashMap<String, String>) -> Vec<(String, V
         (None, None) => Bound::Unbounded,
     };
     let upper = match params.get("skuTo") {
-        Some(to) if behaviour != Behaviour::IgnoresSkuTo => Bound::Included(to.clone()),
+        Some(to) if *behaviour != Behaviour::IgnoresSkuTo => Bound::Included(to.clone()),
         _ => Bound::Unbounded,
     };
-    let catalogue = shared.catalogue.lock().unwrap();
-    if matches!((&lower, &upper), (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u)) if l > u)
-    {
+    // BTreeMap::range panics on an inverted range; the contract's answer is an empty one.
+    let inverted = matches!((&lower, &upper), (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u)) if l > u);
+    (!inverted).then_some((lower, upper))
+}
+
+/// Up to `limit` items of a range, in this agent's order.
+fn in_range(shared: &Shared, params: &HashMap<String, String>, limit: usize) -> Vec<Value> {
+    let behaviour = shared.behaviour.lock().unwrap().clone();
+    let Some(range) = bounds(&behaviour, params) else {
         return Vec::new();
-    }
-    let mut out: Vec<(String, Value)> = catalogue
-        .range((lower, upper))
-        .map(|(sku, item)| (sku.clone(), item.clone()))
-        .collect();
+    };
+    let catalogue = shared.catalogue.lock().unwrap();
+    let items = catalogue.range(range);
     if behaviour == Behaviour::Utf16Order {
-        out.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+        let mut all: Vec<(&String, &Value)> = items.collect();
+        all.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+        return all
+            .into_iter()
+            .take(limit)
+            .map(|(_, item)| item.clone())
+            .collect();
     }
-    out
+    items.take(limit).map(|(_, item)| item.clone()).collect()
+}
+
+/// `(checksum, count)` of a range, hashed in place.
+fn checksum_in_range(shared: &Shared, params: &HashMap<String, String>) -> (String, usize) {
+    let behaviour = shared.behaviour.lock().unwrap().clone();
+    let newline = if behaviour == Behaviour::WrongChecksumFormula {
+        ""
+    } else {
+        "\n"
+    };
+    let mut hasher = Sha256::new();
+    let mut count = 0;
+    if let Some(range) = bounds(&behaviour, params) {
+        let catalogue = shared.catalogue.lock().unwrap();
+        for (sku, item) in catalogue.range(range) {
+            let hash = item["contentHash"].as_str().unwrap_or("");
+            hasher.update(sku.as_bytes());
+            hasher.update(b":");
+            hasher.update(hash.as_bytes());
+            hasher.update(newline.as_bytes());
+            count += 1;
+        }
+    }
+    (hex::encode(hasher.finalize()), count)
 }
 
 async fn checksum(
@@ -266,23 +308,8 @@ async fn checksum(
     if let Behaviour::ChecksumBody(body) = shared.behaviour.lock().unwrap().clone() {
         return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
     }
-    let items = in_range(&shared, &params);
-    let newline = if *shared.behaviour.lock().unwrap() == Behaviour::WrongChecksumFormula {
-        ""
-    } else {
-        "\n"
-    };
-    let mut hasher = Sha256::new();
-    for (sku, item) in &items {
-        hasher.update(
-            format!(
-                "{sku}:{}{newline}",
-                item["contentHash"].as_str().unwrap_or("")
-            )
-            .as_bytes(),
-        );
-    }
-    Json(json!({"checksum": hex::encode(hasher.finalize()), "count": items.len()})).into_response()
+    let (checksum, count) = checksum_in_range(&shared, &params);
+    Json(json!({"checksum": checksum, "count": count})).into_response()
 }
 
 async fn list_items(
@@ -298,14 +325,19 @@ async fn list_items(
         Behaviour::ItemsBodyAfter { after, body } if earlier >= after => {
             return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
         }
-        Behaviour::HugeItems(bytes) => {
-            let filler = "x".repeat(bytes);
-            return (
-                StatusCode::OK,
-                [("content-type", "application/json")],
-                format!("{{\"items\":[],\"pad\":\"{filler}\"}}"),
-            )
-                .into_response();
+        Behaviour::HugeItems { bytes, streamed } => {
+            let body = format!("{{\"items\":[],\"pad\":\"{}\"}}", "x".repeat(bytes));
+            let body = if streamed {
+                let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
+                    .into_bytes()
+                    .chunks(64 * 1024)
+                    .map(|c| Ok(c.to_vec()))
+                    .collect();
+                axum::body::Body::from_stream(futures::stream::iter(chunks))
+            } else {
+                axum::body::Body::from(body)
+            };
+            return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
         }
         _ => {}
     }
@@ -313,11 +345,7 @@ async fn list_items(
         .get("limit")
         .and_then(|l| l.parse().ok())
         .unwrap_or(1000);
-    let items: Vec<Value> = in_range(&shared, &params)
-        .into_iter()
-        .take(limit)
-        .map(|(_, item)| item)
-        .collect();
+    let items = in_range(&shared, &params, limit);
     shared
         .items_served
         .fetch_add(items.len() as u64, Ordering::SeqCst);

@@ -185,6 +185,7 @@ async fn no_drift_costs_one_checksum_call_and_records_full_checksum(db: PgPool) 
         assert_eq!(s[field], value, "{field}");
     }
     assert_eq!(fx.erp.bad_signatures(), 0);
+    assert!(!crate::helpers::captured_logs().contains(AGENT_SECRET));
     assert_eq!(
         fx.erp.correlation_ids(),
         [format!("reconciliation-{}", summary.run_id)]
@@ -513,6 +514,32 @@ async fn an_agent_that_stalls_is_timed_out_and_reported(db: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_run_that_outlives_its_deadline_stops_and_says_so(db: PgPool) {
+    let items = catalogue(numbered(100), 1);
+    let fx = fixture(
+        db,
+        items.clone(),
+        items,
+        &[
+            ("AGENT_TIMEOUT_MS", "60000"),
+            ("RECONCILIATION_RUN_TIMEOUT_MS", "500"),
+        ],
+    )
+    .await;
+    fx.erp.put(erp_item("SKU-00050", 2));
+    fx.erp.set_behaviour(Behaviour::HangAfter {
+        after: 1,
+        delay: Duration::from_secs(60),
+    });
+    let started = Instant::now();
+    let summary = fx.detect_drift().await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(summary.outcome, RunOutcome::Unresolved);
+    let details = fx.events().await[0]["details"].as_str().unwrap().to_owned();
+    assert!(details.contains("run timed out after 500 ms"), "{details}");
+}
+
+#[sqlx::test]
 async fn garbage_from_the_agent_is_refused_and_reported(db: PgPool) {
     let items = catalogue(numbered(30), 1);
     // Each case on its own: garbage counts against the breaker, which would open.
@@ -536,6 +563,19 @@ async fn garbage_from_the_agent_is_refused_and_reported(db: PgPool) {
             "{event}"
         );
     }
+    // An error body with a NUL byte (Postgres refuses those in text) still gets recorded.
+    fx.erp.set_behaviour(Behaviour::ErrorBody {
+        status: 500,
+        body: "boom\u{0}boom".into(),
+    });
+    let summary = fx.detect_drift().await;
+    assert_eq!(summary.outcome, RunOutcome::Failed);
+    let details = fx.events().await[0]["details"].as_str().unwrap().to_owned();
+    assert!(
+        details.contains("HTTP 500: boom") && !details.contains('\u{0}'),
+        "{details}"
+    );
+
     fx.erp.put(erp_item("SKU-00007", 2));
     let nul = json!({"items": [erp_item("SKU-\u{0}1", 1)]}).to_string();
     let outside = json!({"items": [erp_item("ZZZ", 1)]}).to_string();
@@ -573,7 +613,20 @@ async fn garbage_from_the_agent_is_refused_and_reported(db: PgPool) {
             },
             "limit=500",
         ),
-        (Behaviour::HugeItems(9 * 1024 * 1024), "larger than"),
+        (
+            Behaviour::HugeItems {
+                bytes: 9 * 1024 * 1024,
+                streamed: false,
+            },
+            "larger than",
+        ),
+        (
+            Behaviour::HugeItems {
+                bytes: 64 * 1024 * 1024,
+                streamed: true,
+            },
+            "larger than",
+        ),
     ] {
         fx.erp.set_behaviour(behaviour);
         let summary = fx.detect_drift().await;
