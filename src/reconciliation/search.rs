@@ -196,7 +196,9 @@ impl Search<'_> {
         }
         let Some(median) = catalogue::median(self.db, self.vendor_id, &range, pg.count).await?
         else {
-            // Postgres changed under us since the digest: look again next run.
+            // Postgres lost the range's rows since the digest: the next run looks again.
+            self.tally()
+                .unresolved(format!("{range}: Postgres changed during the search"));
             return Ok(Vec::new());
         };
         let (left, right) = range.split_at(&median);

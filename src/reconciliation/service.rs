@@ -234,8 +234,7 @@ impl ReconciliationService {
         {
             tracing::error!(%error, run_id = %claim.run_id, "could not record the end of the run; its lease will expire");
         }
-        let level_warn = summary.unresolved > 0;
-        if level_warn {
+        if summary.unresolved > 0 {
             tracing::warn!(vendor_id = %claim.vendor_id, run_id = %claim.run_id, summary = %summary_json, "reconciliation ended with unresolved drift");
         } else {
             tracing::info!(vendor_id = %claim.vendor_id, run_id = %claim.run_id, summary = %summary_json, "reconciliation finished");

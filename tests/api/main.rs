@@ -13,5 +13,6 @@ mod mock_agent;
 mod mock_erp;
 mod orders;
 mod reconciliation;
+mod reconciliation_failures;
 mod reconciliation_routes;
 mod repositories;
