@@ -271,3 +271,41 @@ async fn garbage_from_the_agent_is_refused_and_reported(db: PgPool) {
         .unwrap();
     assert_eq!(count, 30);
 }
+
+#[sqlx::test]
+async fn an_open_breaker_spares_a_sick_agent_until_it_is_reset(db: PgPool) {
+    let items = catalogue(numbered(30), 1);
+    let fx = fixture(db, items.clone(), items, &[("BREAKER_MIN_CALLS", "1")]).await;
+    fx.erp.set_behaviour(Behaviour::FailAfter {
+        after: 0,
+        status: 500,
+    });
+    assert_eq!(fx.detect_drift().await.outcome, RunOutcome::Failed);
+    assert_eq!(fx.erp.calls(), 1);
+
+    // Open: the next run does not call the agent at all.
+    let summary = fx.detect_drift().await;
+    assert_eq!(
+        (summary.outcome, summary.agent_calls),
+        (RunOutcome::Failed, 0)
+    );
+    assert_eq!(fx.erp.calls(), 1);
+    let details = fx.events().await[0]["details"].as_str().unwrap().to_owned();
+    assert!(details.contains("circuit breaker open"), "{details}");
+
+    fx.erp.set_behaviour(Behaviour::Correct);
+    let reset = fx
+        .app
+        .admin_post(
+            &format!(
+                "/api/admin/circuit-breakers/{}/reconciliation/reset",
+                crate::reconciliation::VENDOR
+            ),
+            &json!({}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(reset.status().is_success());
+    assert_eq!(fx.detect_drift().await.outcome, RunOutcome::InSync);
+}
