@@ -218,15 +218,16 @@ async fn main() {
         } else {
             format!("≤ {}", 4 * k as u64 * depth + 2)
         };
+        let field = |name: &str| summary[name].as_u64().unwrap_or_default();
         println!(
             "{k:>5}  {:>11}  {target:>13}  {:>13}  {:>10.0}  {:>9}  {:>8}  {:>10}  {:>10}{}",
-            summary["agentCalls"],
-            summary["itemsFetched"],
+            field("agentCalls"),
+            field("itemsFetched"),
             wall.as_secs_f64() * 1000.0,
-            summary["durationMs"],
-            summary["repaired"],
-            summary["deactivated"],
-            summary["unresolved"],
+            field("durationMs"),
+            field("repaired"),
+            field("deactivated"),
+            field("unresolved"),
             if k == 0 {
                 "   (target: ≤ 300 ms wall)"
             } else {
