@@ -118,6 +118,52 @@ pub async fn deactivate_absent(
         .await
 }
 
+/// The range's live skus not written since `observed_at` (candidates for deactivation).
+pub async fn range_skus(
+    db: impl PgExecutor<'_>,
+    vendor_id: &str,
+    range: &SkuRange,
+    observed_at: DateTime<Utc>,
+) -> sqlx::Result<Vec<String>> {
+    let (condition, binds) = range.sql_condition("sku", 3);
+    let sql = format!(
+        "SELECT sku FROM items
+         WHERE vendor_id = $1 AND erp_absent_since IS NULL AND updated_at <= $2{condition}"
+    );
+    let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(vendor_id)
+        .bind(observed_at);
+    binds
+        .iter()
+        .fold(query, |q, b| q.bind(*b))
+        .fetch_all(db)
+        .await
+}
+
+/// Deactivates and tombstones these skus, with the same guard as [`deactivate_absent`].
+pub async fn deactivate_skus(
+    db: impl PgExecutor<'_>,
+    vendor_id: &str,
+    skus: &[&str],
+    observed_at: DateTime<Utc>,
+) -> sqlx::Result<Vec<String>> {
+    if skus.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "UPDATE items i SET is_active = false, erp_absent_since = now(), updated_at = now()
+         FROM UNNEST($2::text[]) AS a(sku)
+         WHERE i.vendor_id = $1 AND i.sku = a.sku AND i.erp_absent_since IS NULL
+           AND i.updated_at <= $3
+         RETURNING i.sku",
+    )
+    .bind(vendor_id)
+    .bind(skus)
+    .bind(observed_at)
+    .fetch_all(db)
+    .await
+}
+
 /// Tombstoned items the ERP lists again unchanged (same content hash): back to what the ERP
 /// says. Returns the skus restored.
 pub async fn restore_listed(

@@ -11,7 +11,10 @@
 //! listing of a range lacks are deactivated. Every write is one statement and holds ERP data as
 //! listed, so a run stopped anywhere leaves nothing half-applied.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
 
 use futures::{StreamExt, stream::FuturesUnordered};
 use sqlx::PgPool;
@@ -239,10 +242,23 @@ impl Search<'_> {
                 break;
             }
         }
-        let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
-        let deactivated =
+        let deactivated = if listed.len() as i64 <= pg.count.max(LEAF_SIZE) {
+            let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
             catalogue::deactivate_absent(self.db, self.vendor_id, range, &listed, pg.observed_at)
-                .await?;
+                .await?
+        } else {
+            // Postgres is the small side (the ERP filled a range it barely knows): diff here
+            // rather than send Postgres the whole listing.
+            let listed: HashSet<&str> = listed.iter().map(String::as_str).collect();
+            let stored =
+                catalogue::range_skus(self.db, self.vendor_id, range, pg.observed_at).await?;
+            let absent: Vec<&str> = stored
+                .iter()
+                .map(String::as_str)
+                .filter(|sku| !listed.contains(sku))
+                .collect();
+            catalogue::deactivate_skus(self.db, self.vendor_id, &absent, pg.observed_at).await?
+        };
         if !deactivated.is_empty() {
             tracing::info!(vendor_id = self.vendor_id, count = deactivated.len(), %range, "items absent from the ERP deactivated");
         }

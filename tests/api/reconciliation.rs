@@ -286,18 +286,22 @@ async fn an_empty_erp_deactivates_everything_with_one_listing(db: PgPool) {
 }
 
 #[sqlx::test]
-async fn an_empty_postgres_is_filled_by_paging_not_bisecting(db: PgPool) {
+async fn a_nearly_empty_postgres_is_filled_by_paging_not_bisecting(db: PgPool) {
+    // Postgres knows only three items, which the ERP no longer has.
+    let stale = catalogue(["OLD-1", "SKU-00500x", "ZZZ"].map(String::from), 1);
     let fx = fixture(
         db,
         catalogue(numbered(1200), 1),
-        Vec::new(),
+        stale,
         &[("RECONCILIATION_PAGE_SIZE", "500")],
     )
     .await;
     let summary = fx.detect_drift().await;
     assert_eq!((summary.repaired, summary.items_fetched), (1200, 1200));
+    assert_eq!(summary.deactivated, 3);
     assert_eq!((fx.erp.checksum_calls(), fx.erp.items_calls()), (1, 3));
     fx.assert_in_step().await;
+    assert_eq!(fx.active("SKU-00500x").await, Some(false));
 }
 
 /// Bytewise order puts 'Z' < 'a' < 'é' < '＀' (U+FF00) < '😀' (U+1F600); UTF-16 order would
