@@ -49,6 +49,8 @@ pub enum Behaviour {
     /// `/sync/items` answers a body of this many bytes, with a Content-Length or streamed
     /// (chunked, no length announced).
     HugeItems { bytes: usize, streamed: bool },
+    /// Every call waits until the test opens the gate ([`MockErp::open_gate`]).
+    Gated,
     /// Every call answers this status and body.
     ErrorBody { status: u16, body: String },
 }
@@ -63,6 +65,7 @@ struct Shared {
     items_served: AtomicU64,
     bad_signatures: AtomicU64,
     correlation_ids: Mutex<Vec<String>>,
+    gate: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
 }
 
 pub struct MockErp {
@@ -137,6 +140,16 @@ impl MockErp {
 
     pub fn remove(&self, sku: &str) {
         self.shared.catalogue.lock().unwrap().remove(sku);
+    }
+
+    /// Lets the calls held by [`Behaviour::Gated`] through.
+    pub fn open_gate(&self) {
+        self.shared
+            .gate
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| tokio::sync::watch::channel(false).0)
+            .send_replace(true);
     }
 
     pub fn set_behaviour(&self, behaviour: Behaviour) {
@@ -219,6 +232,16 @@ async fn intercept(shared: &Shared, headers: &HeaderMap, counter: &AtomicU64) ->
     match behaviour {
         Behaviour::FailAfter { after, status } if answered >= after => {
             Some(StatusCode::from_u16(status).unwrap().into_response())
+        }
+        Behaviour::Gated => {
+            let mut open = shared
+                .gate
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| tokio::sync::watch::channel(false).0)
+                .subscribe();
+            let _ = open.wait_for(|open| *open).await;
+            None
         }
         Behaviour::ErrorBody { status, body } => {
             Some((StatusCode::from_u16(status).unwrap(), body).into_response())

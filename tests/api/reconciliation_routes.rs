@@ -130,11 +130,8 @@ async fn a_triggered_run_goes_on_in_the_background_and_its_events_are_listed(db:
 async fn two_triggers_at_once_start_one_run_and_the_other_gets_409(db: PgPool) {
     let items = catalogue(numbered(20), 1);
     let fx = fixture(db, items.clone(), items, &[]).await;
-    // Slow enough that the first run is still going when the second trigger lands.
-    fx.erp.set_behaviour(Behaviour::HangAfter {
-        after: 0,
-        delay: Duration::from_millis(700),
-    });
+    // The first run holds its first agent call until the gate opens.
+    fx.erp.set_behaviour(Behaviour::Gated);
     let (a, b) = tokio::join!(trigger(&fx, VENDOR), trigger(&fx, VENDOR));
     let mut statuses = [a.status(), b.status()];
     statuses.sort();
@@ -163,7 +160,11 @@ async fn two_triggers_at_once_start_one_run_and_the_other_gets_409(db: PgPool) {
         .unwrap();
     assert_eq!(runs, 1);
 
-    final_event(&fx, &run_id).await;
+    fx.erp.open_gate();
+    assert_eq!(
+        final_event(&fx, &run_id).await["eventType"],
+        "full_checksum"
+    );
     fx.erp.set_behaviour(Behaviour::Correct);
     assert_eq!(trigger(&fx, VENDOR).await.status(), StatusCode::ACCEPTED);
 }
