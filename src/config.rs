@@ -76,6 +76,9 @@ pub struct Settings {
     pub alert_cooldown: Duration,
     /// Every scheduled job with its schedule (`None`: switched off with `off`).
     pub schedules: Vec<JobSchedule>,
+    pub reconciliation_concurrency: usize,
+    pub reconciliation_page_size: usize,
+    pub reconciliation_run_timeout: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -172,6 +175,9 @@ struct Raw {
     schedule_cleanup_expired_jobs: Option<String>,
     schedule_archive_reconciliation_events: Option<String>,
     schedule_cleanup_resolved_dlq: Option<String>,
+    reconciliation_concurrency: String,
+    reconciliation_page_size: String,
+    reconciliation_run_timeout_ms: String,
 }
 
 impl Raw {
@@ -219,6 +225,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("metrics_enabled", "true"),
     ("scheduler_enabled", "true"),
     ("alert_cooldown_secs", "900"),
+    ("reconciliation_concurrency", "4"),
+    ("reconciliation_page_size", "500"),
+    ("reconciliation_run_timeout_ms", "1800000"),
 ];
 
 impl Settings {
@@ -432,6 +441,24 @@ impl Settings {
                 7 * 86_400,
             )?),
             schedules,
+            reconciliation_concurrency: int(
+                "RECONCILIATION_CONCURRENCY",
+                &raw.reconciliation_concurrency,
+                1,
+                32,
+            )?,
+            reconciliation_page_size: int(
+                "RECONCILIATION_PAGE_SIZE",
+                &raw.reconciliation_page_size,
+                1,
+                1_000,
+            )?,
+            reconciliation_run_timeout: millis(
+                "RECONCILIATION_RUN_TIMEOUT_MS",
+                &raw.reconciliation_run_timeout_ms,
+                100,
+                86_400_000,
+            )?,
         })
     }
 

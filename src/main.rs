@@ -29,10 +29,17 @@ enum Command {
     },
     /// Print the OpenAPI document and exit.
     Openapi,
+    /// Check an agent's reconciliation endpoints against the contract (read-only); exits 1 if
+    /// any check fails.
+    AgentCheck(erp_sync::reconciliation::agent_check::AgentCheckArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs neither configuration nor a database: it runs on an agent author's machine.
+    if let Some(Command::AgentCheck(args)) = cli.command {
+        return erp_sync::reconciliation::agent_check::main(args);
+    }
     if let Some(Command::Openapi) = cli.command {
         println!(
             "{}",
@@ -109,6 +116,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Openapi => unreachable!("handled before start-up"),
+        Command::Openapi | Command::AgentCheck(_) => unreachable!("handled before start-up"),
     }
 }

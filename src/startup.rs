@@ -85,6 +85,7 @@ impl Application {
         // Slack timeout to go out.
         self.state.scheduler.stop().await;
         self.state.alerts.drain().await;
+        self.state.reconciliation.shutdown().await;
         tracing::info!("erp-sync stopped");
         served.context("HTTP server failed")
     }

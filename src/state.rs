@@ -18,6 +18,7 @@ use crate::{
         scheduler::{Jobs, Scheduler},
     },
     orders::{OrderSync, agent_client::AgentClient, queue::Dispatcher},
+    reconciliation::ReconciliationService,
 };
 
 #[derive(Clone)]
@@ -35,6 +36,7 @@ pub struct AppState {
     pub metrics: MetricsService,
     pub scheduler: Scheduler,
     pub health: HealthChecks,
+    pub reconciliation: ReconciliationService,
 }
 
 impl AppState {
@@ -44,17 +46,28 @@ impl AppState {
         let agents = AgentService::new(db.clone(), &settings);
         let alerts = AlertService::new(&settings, redis.clone())?;
         let prometheus = Prometheus::new();
+        let client = AgentClient::new(&settings)?;
         let orders = OrderSync::new(
             db.clone(),
             agents.clone(),
-            AgentClient::new(&settings)?,
+            client.clone(),
             Dispatcher::new(redis.clone()),
             &settings,
             alerts.clone(),
             prometheus.clone(),
         );
-        // Reconciliation plugs into `detect-drift` here: `.with_reconciler(...)`.
-        let jobs = Jobs::new(db.clone(), agents.clone(), alerts.clone());
+        let ingest = IngestService::new(db.clone(), mappings.clone());
+        let reconciliation = ReconciliationService::new(
+            db.clone(),
+            agents.clone(),
+            ingest.clone(),
+            client,
+            orders.breakers().clone(),
+            alerts.clone(),
+            &settings,
+        );
+        let jobs = Jobs::new(db.clone(), agents.clone(), alerts.clone())
+            .with_reconciler(Arc::new(reconciliation.clone()));
         let scheduler = Scheduler::new(
             db.clone(),
             jobs,
@@ -73,9 +86,10 @@ impl AppState {
             metrics,
             scheduler,
             health: HealthChecks::default(),
+            reconciliation,
             orders,
             agents,
-            ingest: IngestService::new(db.clone(), mappings.clone()),
+            ingest,
             mappings,
             rate_limits: Arc::new(RateLimits::new(&settings)),
             settings,

@@ -39,6 +39,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::orders::routes::router())
         .merge(crate::ops::metrics::routes::router())
         .merge(crate::ops::scheduler::routes::router())
+        .merge(crate::reconciliation::routes::router())
 }
 
 /// The OpenAPI document of every route that exists.

@@ -20,6 +20,7 @@ use utoipa::{
         (name = "mappings", description = "ERP code mappings (admin)"),
         (name = "ingest", description = "Items, stock and warehouses pushed by agents"),
         (name = "orders", description = "Order sync: callbacks, jobs, dead-letter queue, circuit breakers"),
+        (name = "reconciliation", description = "Drift between the ERPs and Postgres: runs and events (admin)"),
     )
 )]
 pub struct ApiDoc;

@@ -166,7 +166,7 @@ pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
 
 /// The kind of transport failure, without the URL (which may carry a host we should not log
 /// at length) or anything from the request.
-fn transport_kind(error: &reqwest::Error) -> String {
+pub(crate) fn transport_kind(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         "timed out".into()
     } else if error.is_connect() {
@@ -178,7 +178,7 @@ fn transport_kind(error: &reqwest::Error) -> String {
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         text.to_owned()
     } else {
@@ -187,5 +187,17 @@ fn truncate(text: &str, max: usize) -> String {
             end -= 1;
         }
         format!("{}…", &text[..end])
+    }
+}
+
+/// What the other agent calls (reconciliation's reads) share with create-order: the HTTP
+/// client (timeouts, no redirects) and the secret requests are signed with.
+impl AgentClient {
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn secret(&self) -> &SecretString {
+        &self.secret
     }
 }

@@ -71,6 +71,27 @@ impl tower::Service<CreateOrderCall> for RunCall {
     }
 }
 
+/// Any other agent call (reconciliation's reads), as a boxed future: the breaker's service
+/// runs it as is, so every kind of call shares one breaker implementation.
+pub struct AgentCall<T>(pub Pin<Box<dyn Future<Output = Result<T, AgentCallError>> + Send>>);
+
+impl<T: Send + 'static> tower::Service<AgentCall<T>> for RunCall {
+    type Response = T;
+    type Error = AgentCallError;
+    type Future = Pin<Box<dyn Future<Output = Result<T, AgentCallError>> + Send + 'static>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: AgentCall<T>) -> Self::Future {
+        call.0
+    }
+}
+
 /// Only the agent's ill health opens a breaker: 5xx, timeouts, connection errors, 408/429.
 /// A permanent 4xx means the agent answered sanely about a bad order.
 #[derive(Clone, Copy, Debug, Default)]
@@ -175,6 +196,25 @@ impl BreakerRegistry {
         call: CreateOrderCall,
     ) -> Result<CreateOrderOutcome, BreakerError> {
         match self.get(vendor_id, api_type).oneshot(call).await {
+            Ok(outcome) => Ok(outcome),
+            Err(CircuitBreakerError::OpenCircuit) => Err(BreakerError::Open),
+            Err(CircuitBreakerError::Inner(e)) => Err(BreakerError::Call(e)),
+        }
+    }
+
+    /// Runs any agent call through the vendor's breaker for `api_type`; it is not made when
+    /// the breaker is open.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        vendor_id: &str,
+        api_type: &str,
+        call: impl Future<Output = Result<T, AgentCallError>> + Send + 'static,
+    ) -> Result<T, BreakerError> {
+        match self
+            .get(vendor_id, api_type)
+            .oneshot(AgentCall(Box::pin(call)))
+            .await
+        {
             Ok(outcome) => Ok(outcome),
             Err(CircuitBreakerError::OpenCircuit) => Err(BreakerError::Open),
             Err(CircuitBreakerError::Inner(e)) => Err(BreakerError::Call(e)),

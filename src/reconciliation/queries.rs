@@ -169,3 +169,117 @@ pub async fn get_metrics(
         drift_rate,
     })
 }
+
+/// A vendor's events (or everyone's) of one type (or all), newest first, with the total.
+pub async fn find_filtered(
+    db: &PgPool,
+    vendor_id: Option<&str>,
+    event_type: Option<EventType>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<ReconciliationEvent>, i64)> {
+    const FILTER: &str =
+        "($1::text IS NULL OR vendor_id = $1) AND ($2::text IS NULL OR event_type = $2)";
+    let event_type = event_type.map(EventType::as_str);
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"SELECT {COLUMNS} FROM reconciliation_events WHERE {FILTER}
+           ORDER BY "timestamp" DESC, id LIMIT $3 OFFSET $4"#
+    )))
+    .bind(vendor_id)
+    .bind(event_type)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM reconciliation_events WHERE {FILTER}"
+    )))
+    .bind(vendor_id)
+    .bind(event_type)
+    .fetch_one(db)
+    .await?;
+    Ok((rows, total))
+}
+
+/// Starts a run for a vendor unless one is running: first gives up runs whose lease has
+/// expired (their process died), then inserts; the partial unique index makes the insert a
+/// no-op while another run holds the vendor. `false` when one does.
+pub async fn start_run(
+    db: &PgPool,
+    run_id: Uuid,
+    vendor_id: &str,
+    lease: std::time::Duration,
+) -> sqlx::Result<bool> {
+    let lease_ms = lease.as_millis() as i64;
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "UPDATE reconciliation_runs SET status = 'abandoned', finished_at = now()
+         WHERE vendor_id = $1 AND status = 'running' AND lease_until < now()",
+    )
+    .bind(vendor_id)
+    .execute(&mut *tx)
+    .await?;
+    let started = sqlx::query(
+        "INSERT INTO reconciliation_runs (id, vendor_id, lease_until)
+         VALUES ($1, $2, now() + make_interval(secs => $3::float8 / 1000))
+         ON CONFLICT (vendor_id) WHERE status = 'running' DO NOTHING",
+    )
+    .bind(run_id)
+    .bind(vendor_id)
+    .bind(lease_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    tx.commit().await?;
+    Ok(started)
+}
+
+/// The vendor's running run, if any: its id and start.
+pub async fn running_run(
+    db: &PgPool,
+    vendor_id: &str,
+) -> sqlx::Result<Option<(Uuid, DateTime<Utc>)>> {
+    sqlx::query_as(
+        "SELECT id, started_at FROM reconciliation_runs WHERE vendor_id = $1 AND status = 'running'",
+    )
+    .bind(vendor_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Extends a running run's lease; `false` when the run is no longer running (another process
+/// gave it up after its lease expired).
+pub async fn renew_lease(
+    db: &PgPool,
+    run_id: Uuid,
+    lease: std::time::Duration,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE reconciliation_runs SET lease_until = now() + make_interval(secs => $2::float8 / 1000)
+         WHERE id = $1 AND status = 'running'",
+    )
+    .bind(run_id)
+    .bind(lease.as_millis() as i64)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn finish_run(
+    db: &PgPool,
+    run_id: Uuid,
+    status: &str,
+    summary: &Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE reconciliation_runs SET status = $2, summary = $3, finished_at = now()
+         WHERE id = $1 AND status = 'running'",
+    )
+    .bind(run_id)
+    .bind(status)
+    .bind(summary)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod agent_check;
 mod agents;
 mod binary;
 mod config;
@@ -9,7 +10,11 @@ mod foundation;
 mod ingest;
 mod mappings;
 mod mock_agent;
+mod mock_erp;
 mod mock_slack;
 mod orders;
+mod reconciliation;
+mod reconciliation_failures;
+mod reconciliation_routes;
 mod repositories;
 mod watch;

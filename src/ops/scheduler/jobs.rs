@@ -110,21 +110,18 @@ impl Jobs {
             .buffer_unordered(DRIFT_CONCURRENCY)
             .collect()
             .await;
-        let (mut drifted, mut failed) = (Vec::new(), Vec::new());
+        // The reconciliation service raises `reconciliation_drift` itself, where the drift is
+        // found (a run an operator triggers alerts too); here the runs are only counted.
+        let (mut drifted, mut skipped, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         for (vendor_id, report) in &reports {
             match report {
-                Ok(report) if report.drifted > 0 => {
-                    self.alerts.raise(Alert::new(
-                        AlertKind::ReconciliationDrift,
-                        vendor_id,
-                        format!(
-                            "{} items differed between the ERP and Postgres: {}",
-                            report.drifted, report.summary
-                        ),
-                    ));
-                    drifted.push(vendor_id.as_str());
-                }
+                Ok(report) if report.drifted > 0 => drifted.push(vendor_id.as_str()),
                 Ok(_) => {}
+                // A run already going for the vendor, or its agent went offline meanwhile.
+                Err(AppError::Conflict(reason)) => {
+                    tracing::info!(vendor_id, reason, "reconciliation skipped");
+                    skipped.push(vendor_id.as_str());
+                }
                 Err(error) => {
                     tracing::warn!(vendor_id, error = ?error, "reconciliation failed");
                     failed.push(vendor_id.as_str());
@@ -134,8 +131,10 @@ impl Jobs {
         Ok(json!({
             "vendors": reports.len(),
             "drifted": drifted.len(),
+            "skipped": skipped.len(),
             "failed": failed.len(),
             "driftedVendors": listed(&drifted),
+            "skippedVendors": listed(&skipped),
             "failedVendors": listed(&failed),
         }))
     }

@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::{app_with, dead_letter, replica_pool, run_job};
 use crate::{
     helpers::{RedisPrefix, spawn_app, test_vars},
+    mock_erp::erp_item,
+    mock_slack::{Behaviour, MockSlack},
     orders::eventually,
+    reconciliation::{VENDOR, catalogue, fixture, numbered},
 };
 
 fn settings_with(var: &str, value: &str) -> Result<Settings, erp_sync::config::ConfigError> {
@@ -207,17 +210,33 @@ async fn run_now_answers_with_the_result_404_for_an_unknown_job(db: PgPool) {
 }
 
 #[sqlx::test]
-async fn detect_drift_reports_that_reconciliation_is_not_available(db: PgPool) {
-    let app = spawn_app(db).await;
-    let (status, run) = run_job(&app, "detect-drift").await;
-    assert_eq!(status, StatusCode::OK, "the run happened: {run}");
-    assert_eq!(run["status"], "failed", "no fake success");
+async fn detect_drift_reconciles_through_the_real_service_and_alerts_on_drift(db: PgPool) {
+    let slack = MockSlack::start(Behaviour::Ok).await;
+    let skus = numbered(30);
+    let mut erp = catalogue(skus.clone(), 1);
+    erp[7] = erp_item(&skus[7], 2);
+    let fixture = fixture(
+        db,
+        erp,
+        catalogue(skus, 1),
+        &[("SLACK_WEBHOOK_URL", slack.url.as_str())],
+    )
+    .await;
+    let (status, run) = run_job(&fixture.app, "detect-drift").await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["result"]["vendors"], 1, "{run}");
+    assert_eq!(run["result"]["driftedVendors"], json!([VENDOR]), "{run}");
+    let (_, stored) = fixture.pg_checksum().await;
+    assert_eq!(stored, fixture.erp.checksum(), "the drift was repaired");
+    eventually(Duration::from_secs(10), "the drift alert", || async {
+        slack.texts().len() == 1
+    })
+    .await;
+    let text = &slack.texts()[0];
     assert!(
-        run["result"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("reconciliation not available"),
-        "{run}"
+        text.contains("reconciliation_drift") && text.contains(VENDOR),
+        "{text}"
     );
 }
 

@@ -1,0 +1,73 @@
+//! `/api/admin/reconciliation/*` (admin key).
+
+use axum::{Json, extract::State, http::StatusCode};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    model::{EventFilter, RunStarted, TriggerReconciliation},
+    queries::ReconciliationEvent,
+};
+use crate::{
+    error::{AppError, ErrorBody},
+    http::{
+        auth::AdminAuth,
+        extract::{Page, Pagination, Query, ValidJson, validate},
+    },
+    state::AppState,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(trigger))
+        .routes(routes!(list_events))
+}
+
+/// Start a reconciliation of a vendor's items against its ERP. It runs in the background;
+/// its events (`GET /api/admin/reconciliation/events?vendorId=`) carry `summary.runId`.
+#[utoipa::path(
+    post, path = "/api/admin/reconciliation/trigger", tag = "reconciliation",
+    request_body = TriggerReconciliation,
+    responses(
+        (status = 202, description = "Run started", body = RunStarted),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No agent registered for this vendor", body = ErrorBody),
+        (status = 409, description = "A run for this vendor is in progress, or its agent is offline or deregistered", body = ErrorBody),
+        (status = 422, description = "Invalid body", body = ErrorBody),
+        (status = 503, description = "AGENT_SECRET is not set, or the service is shutting down", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+async fn trigger(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ValidJson(request): ValidJson<TriggerReconciliation>,
+) -> Result<(StatusCode, Json<RunStarted>), AppError> {
+    let run_id = state.reconciliation.trigger(&request.vendor_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(RunStarted { run_id })))
+}
+
+/// Reconciliation events, newest first, filtered by vendor and type, paginated.
+#[utoipa::path(
+    get, path = "/api/admin/reconciliation/events", tag = "reconciliation",
+    params(EventFilter, Pagination),
+    responses(
+        (status = 200, description = "A page of events", body = Page<ReconciliationEvent>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 422, description = "Invalid filter or pagination", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+async fn list_events(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Query(filter): Query<EventFilter>,
+    Query(pagination): Query<Pagination>,
+) -> Result<Json<Page<ReconciliationEvent>>, AppError> {
+    validate(&filter)?;
+    Ok(Json(
+        state
+            .reconciliation
+            .events(&filter, pagination.check()?)
+            .await?,
+    ))
+}
