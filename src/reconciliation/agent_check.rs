@@ -6,6 +6,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use validator::Validate;
 
@@ -106,8 +107,12 @@ pub async fn run(
     };
     checks.all(&erp, usize::from(args.page_size)).await;
     if signer.is_some() {
-        let forged = Signer::signing_secret("whsec_Zm9yZ2VkLWtleS1mb3JnZWQta2V5LWZvcmdlZC1rZXk=")
-            .expect("a valid secret");
+        // A key nobody holds: the agent must refuse what it signs.
+        let forged = Signer::signing_secret(&format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+        ))
+        .expect("a valid secret");
         let forger = ErpCatalogue::new(http, &args.url, Some(forged), &correlation);
         let outcome = match forger.checksum(&SkuRange::all()).await {
             Err(ErpError::Call(crate::orders::agent_client::AgentCallError::Status {

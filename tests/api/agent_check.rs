@@ -7,7 +7,7 @@ use erp_sync::reconciliation::agent_check::{AgentCheckArgs, CheckResult, run};
 
 use crate::mock_erp::{Behaviour, MockErp, erp_item};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SECRET: &str = "whsec_dGVzdC1hZ2VudC1jaGVjay1zaWduaW5nLXNlY3JldCE=";
 
 fn skus() -> Vec<String> {
     let mut skus: Vec<String> = (0..230).map(|i| format!("SKU-{i:04}")).collect();
