@@ -4,7 +4,7 @@
 use axum::{
     body::Bytes,
     extract::{
-        FromRequest, FromRequestParts, Request,
+        FromRequest, FromRequestParts, RawPathParams, Request,
         path::ErrorKind,
         rejection::{BytesRejection, PathRejection},
     },
@@ -317,14 +317,21 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| Self(p.0))
-            .map_err(path_rejection)
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(path) => Ok(Self(path.0)),
+            Err(rejection) => {
+                // The parameters' names, to name the bad one when axum's error does not.
+                let names: Vec<String> = RawPathParams::from_request_parts(parts, state)
+                    .await
+                    .map(|raw| raw.iter().map(|(name, _)| name.to_owned()).collect())
+                    .unwrap_or_default();
+                Err(path_rejection(rejection, &names))
+            }
+        }
     }
 }
 
-fn path_rejection(rejection: PathRejection) -> AppError {
+fn path_rejection(rejection: PathRejection, names: &[String]) -> AppError {
     let PathRejection::FailedToDeserializePathParams(error) = rejection else {
         return AppError::Internal(anyhow::anyhow!(
             "path extraction: {}",
@@ -337,11 +344,18 @@ fn path_rejection(rejection: PathRejection) -> AppError {
         } => (Some(key.as_str()), format!("expected {expected_type}")),
         ErrorKind::DeserializeError { key, message, .. } => (Some(key.as_str()), bounded(message)),
         ErrorKind::InvalidUtf8InPathParam { key } => (Some(key.as_str()), "invalid UTF-8".into()),
-        ErrorKind::ParseErrorAtIndex { expected_type, .. }
-        | ErrorKind::ParseError { expected_type, .. } => {
-            (None, format!("expected {expected_type}"))
+        ErrorKind::ParseErrorAtIndex {
+            index,
+            expected_type,
+            ..
+        } => (
+            names.get(*index).map(String::as_str),
+            format!("expected {expected_type}"),
+        ),
+        ErrorKind::ParseError { expected_type, .. } => {
+            (only(names), format!("expected {expected_type}"))
         }
-        ErrorKind::Message(message) => (None, bounded(message)),
+        ErrorKind::Message(message) => (only(names), bounded(message)),
         // Extractor and route disagree: a programming error, not the client's.
         _ => return AppError::Internal(anyhow::anyhow!("path extraction: {}", error.body_text())),
     };
@@ -351,6 +365,14 @@ fn path_rejection(rejection: PathRejection) -> AppError {
             details: json!({ key: [message] }),
         },
         None => AppError::BadRequest(format!("invalid path parameter: {message}")),
+    }
+}
+
+/// The name of the route's single path parameter.
+fn only(names: &[String]) -> Option<&str> {
+    match names {
+        [name] => Some(name),
+        _ => None,
     }
 }
 

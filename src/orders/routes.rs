@@ -366,7 +366,7 @@ pub struct BreakerReset {
 /// Close a circuit breaker and clear its counts.
 #[utoipa::path(
     post, path = "/api/admin/circuit-breakers/{vendorId}/{apiType}/reset", tag = "orders",
-    params(("vendorId" = inline(VendorId), Path, description = "Vendor id"), ("apiType" = String, Path, description = "API, e.g. orders")),
+    params(("vendorId" = inline(VendorId), Path, description = "Vendor id"), ("apiType" = String, Path, max_length = 50, description = "API, e.g. orders")),
     responses(
         AdminErrors, PathErrors,
         (status = 200, description = "Reset", body = BreakerReset),
