@@ -247,193 +247,73 @@ const CODE: Kind = Kind::Code {
 const HASH: Kind = Kind::ContentHash {
     max_chars: CONTENT_HASH_MAX_CHARS,
 };
+const fn line(max_chars: usize) -> Kind {
+    Kind::Line { max_chars }
+}
+const fn text(max_chars: usize) -> Kind {
+    Kind::Text { max_chars }
+}
+const fn decimal(precision: u32, scale: u32, non_negative: bool) -> Kind {
+    Kind::Decimal {
+        precision,
+        scale,
+        non_negative,
+    }
+}
+const REQUIRED: bool = true;
+const OPTIONAL: bool = false;
+const NON_NEGATIVE: bool = true;
+const SIGNED: bool = false;
 const HASH_DOC: &str =
     "Whatever the agent computes over the record (hex or base64), compared for equality only.";
 const MODIFIED_DOC: &str =
     "RFC 3339; the ERP's modification time. From 4714-11-24 BC to at most a day in the future.";
 
+// One row per field, kept on one line each so the tables read as tables.
+#[rustfmt::skip]
 pub const ITEM: RecordRules<11> = RecordRules {
     name: "ItemRecord",
     fields: [
-        rule(
-            "sku",
-            ("items", "sku"),
-            CODE,
-            true,
-            "The ERP's article code: the item's key.",
-        ),
-        rule(
-            "name",
-            ("items", "name"),
-            Kind::Line { max_chars: 255 },
-            true,
-            "Label, one line.",
-        ),
-        rule(
-            "description",
-            ("items", "description"),
-            Kind::Text { max_chars: 10_000 },
-            false,
-            "Free text; tabs and line breaks allowed.",
-        ),
-        rule(
-            "unitCode",
-            ("items", "erp_unit_code"),
-            CODE,
-            true,
-            "ERP unit code; must have a `unit` mapping.",
-        ),
-        rule(
-            "vatCode",
-            ("items", "erp_vat_code"),
-            CODE,
-            true,
-            "ERP VAT code; must have a `vat` mapping.",
-        ),
-        rule(
-            "familyCode",
-            ("items", "erp_family_code"),
-            CODE,
-            false,
-            "ERP family code; null when unmapped.",
-        ),
-        rule(
-            "subfamilyCode",
-            ("items", "erp_subfamily_code"),
-            CODE,
-            false,
-            "ERP subfamily code; null when unmapped.",
-        ),
-        rule(
-            "price",
-            ("items", "price"),
-            Kind::Decimal {
-                precision: 12,
-                scale: 4,
-                non_negative: true,
-            },
-            true,
-            "Unit price excluding VAT, >= 0; stored rounded to 4 decimals (half away from zero), must then be < 10^8.",
-        ),
-        rule(
-            "isActive",
-            ("items", "is_active"),
-            Kind::Bool,
-            false,
-            "Default true.",
-        ),
-        rule(
-            "contentHash",
-            ("items", "content_hash"),
-            HASH,
-            true,
-            HASH_DOC,
-        ),
-        rule(
-            "lastModifiedAt",
-            ("items", "erp_updated_at"),
-            Kind::Timestamp,
-            true,
-            MODIFIED_DOC,
-        ),
+        rule("sku", ("items", "sku"), CODE, REQUIRED, "The ERP's article code: the item's key."),
+        rule("name", ("items", "name"), line(255), REQUIRED, "Label, one line."),
+        rule("description", ("items", "description"), text(10_000), OPTIONAL, "Free text; tabs and line breaks allowed."),
+        rule("unitCode", ("items", "erp_unit_code"), CODE, REQUIRED, "ERP unit code; must have a `unit` mapping."),
+        rule("vatCode", ("items", "erp_vat_code"), CODE, REQUIRED, "ERP VAT code; must have a `vat` mapping."),
+        rule("familyCode", ("items", "erp_family_code"), CODE, OPTIONAL, "ERP family code; null when unmapped."),
+        rule("subfamilyCode", ("items", "erp_subfamily_code"), CODE, OPTIONAL, "ERP subfamily code; null when unmapped."),
+        rule("price", ("items", "price"), decimal(12, 4, NON_NEGATIVE), REQUIRED,
+            "Unit price excluding VAT, >= 0; stored rounded to 4 decimals (half away from zero), must then be < 10^8."),
+        rule("isActive", ("items", "is_active"), Kind::Bool, OPTIONAL, "Default true."),
+        rule("contentHash", ("items", "content_hash"), HASH, REQUIRED, HASH_DOC),
+        rule("lastModifiedAt", ("items", "erp_updated_at"), Kind::Timestamp, REQUIRED, MODIFIED_DOC),
     ],
 };
 
+#[rustfmt::skip]
 pub const STOCK: RecordRules<5> = RecordRules {
     name: "StockRecord",
     fields: [
         // Stock rows hold the item's id; the sku is the items table's key.
-        rule(
-            "sku",
-            ("items", "sku"),
-            CODE,
-            true,
-            "The item's sku (pushed to /api/sync/items before).",
-        ),
-        rule(
-            "quantity",
-            ("stock", "quantity"),
-            Kind::Decimal {
-                precision: 14,
-                scale: 3,
-                non_negative: false,
-            },
-            true,
-            "Quantity on hand (may be negative); stored rounded to 3 decimals, must then be within ±10^11.",
-        ),
-        rule(
-            "reservedQuantity",
-            ("stock", "reserved_quantity"),
-            Kind::Decimal {
-                precision: 14,
-                scale: 3,
-                non_negative: true,
-            },
-            false,
-            "Reserved quantity, >= 0, default 0; stored rounded to 3 decimals, must then be < 10^11.",
-        ),
-        rule(
-            "contentHash",
-            ("stock", "content_hash"),
-            HASH,
-            true,
-            HASH_DOC,
-        ),
-        rule(
-            "lastModifiedAt",
-            ("stock", "erp_updated_at"),
-            Kind::Timestamp,
-            true,
-            MODIFIED_DOC,
-        ),
+        rule("sku", ("items", "sku"), CODE, REQUIRED, "The item's sku (pushed to /api/sync/items before)."),
+        rule("quantity", ("stock", "quantity"), decimal(14, 3, SIGNED), REQUIRED,
+            "Quantity on hand (may be negative); stored rounded to 3 decimals, must then be within ±10^11."),
+        rule("reservedQuantity", ("stock", "reserved_quantity"), decimal(14, 3, NON_NEGATIVE), OPTIONAL,
+            "Reserved quantity, >= 0, default 0; stored rounded to 3 decimals, must then be < 10^11."),
+        rule("contentHash", ("stock", "content_hash"), HASH, REQUIRED, HASH_DOC),
+        rule("lastModifiedAt", ("stock", "erp_updated_at"), Kind::Timestamp, REQUIRED, MODIFIED_DOC),
     ],
 };
 
+#[rustfmt::skip]
 pub const WAREHOUSE: RecordRules<6> = RecordRules {
     name: "WarehouseRecord",
     fields: [
-        rule(
-            "erpWarehouseId",
-            ("warehouses", "erp_warehouse_id"),
-            CODE,
-            true,
-            "The ERP's warehouse id: the warehouse's key.",
-        ),
-        rule(
-            "name",
-            ("warehouses", "name"),
-            Kind::Line { max_chars: 255 },
-            true,
-            "Label, one line.",
-        ),
-        rule(
-            "address",
-            ("warehouses", "address"),
-            Kind::Text { max_chars: 2_000 },
-            false,
-            "Free text; tabs and line breaks allowed.",
-        ),
-        rule(
-            "isActive",
-            ("warehouses", "is_active"),
-            Kind::Bool,
-            false,
-            "Default true.",
-        ),
-        rule(
-            "contentHash",
-            ("warehouses", "content_hash"),
-            HASH,
-            true,
-            HASH_DOC,
-        ),
-        rule(
-            "lastModifiedAt",
-            ("warehouses", "erp_updated_at"),
-            Kind::Timestamp,
-            true,
-            MODIFIED_DOC,
-        ),
+        rule("erpWarehouseId", ("warehouses", "erp_warehouse_id"), CODE, REQUIRED, "The ERP's warehouse id: the warehouse's key."),
+        rule("name", ("warehouses", "name"), line(255), REQUIRED, "Label, one line."),
+        rule("address", ("warehouses", "address"), text(2_000), OPTIONAL, "Free text; tabs and line breaks allowed."),
+        rule("isActive", ("warehouses", "is_active"), Kind::Bool, OPTIONAL, "Default true."),
+        rule("contentHash", ("warehouses", "content_hash"), HASH, REQUIRED, HASH_DOC),
+        rule("lastModifiedAt", ("warehouses", "erp_updated_at"), Kind::Timestamp, REQUIRED, MODIFIED_DOC),
     ],
 };
 
