@@ -19,12 +19,17 @@ pub enum AppError {
     Validation { message: String, details: Value },
     #[error("{0}")]
     BadRequest(String),
+    /// A malformed path parameter: 400, with `details` naming it.
+    #[error("{message}")]
+    InvalidParameter { message: String, details: Value },
     #[error("{0}")]
     MalformedJson(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("request body is larger than this route allows")]
     PayloadTooLarge,
+    #[error("request headers are too many or too large")]
+    HeaderFieldsTooLarge,
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -62,9 +67,12 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::BadRequest(_) | Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidParameter { .. } | Self::MalformedJson(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -82,10 +90,11 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Validation { .. } => "validation_failed",
-            Self::BadRequest(_) => "bad_request",
+            Self::BadRequest(_) | Self::InvalidParameter { .. } => "bad_request",
             Self::MalformedJson(_) => "malformed_json",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::HeaderFieldsTooLarge => "request_header_fields_too_large",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
@@ -125,7 +134,9 @@ impl IntoResponse for AppError {
         }
         let message = self.to_string();
         let details = match &self {
-            Self::Validation { details, .. } => Some(details.clone()),
+            Self::Validation { details, .. } | Self::InvalidParameter { details, .. } => {
+                Some(details.clone())
+            }
             _ => None,
         };
         let retry_after = match &self {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
 use super::queries::AgentRecord;
-use crate::domain::{validate_http_url, validate_vendor_id};
+use crate::domain::{VendorId, schema, validate_http_url, validate_line};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -31,16 +31,22 @@ pub enum AgentHealth {
 #[serde(rename_all = "camelCase")]
 #[validate(schema(function = "validate_token"))]
 pub struct RegisterAgent {
-    #[validate(custom(function = "validate_vendor_id"))]
-    pub vendor_id: String,
-    /// Absolute http(s) URL erp-sync calls the agent at.
+    pub vendor_id: VendorId,
+    /// Absolute http(s) URL erp-sync calls the agent at, without credentials.
     #[validate(custom(function = "validate_http_url"))]
+    #[schema(
+        format = "uri",
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub agent_url: String,
     pub erp_type: ErpType,
-    /// The agent's bearer token, at least 16 characters. Stored only as a bcrypt hash.
-    #[schema(value_type = String, min_length = 16)]
+    /// The agent's bearer token, 16-256 characters. Stored only as a bcrypt hash.
+    #[schema(value_type = String, min_length = 16, max_length = 256)]
     pub auth_token: SecretString,
-    #[validate(length(min = 1, max = 50))]
+    /// The agent's version, one line.
+    #[validate(length(min = 1, max = 50), custom(function = "validate_line"))]
+    #[schema(schema_with = schema::optional_line::<1, 50>)]
     pub version: Option<String>,
 }
 
@@ -51,17 +57,17 @@ fn validate_token(request: &RegisterAgent) -> Result<(), ValidationError> {
     if (16..=256).contains(&len) {
         Ok(())
     } else {
-        Err(ValidationError::new("authToken")
-            .with_message("authToken must be 16-256 characters".into()))
+        Err(ValidationError::new("authToken").with_message("must be 16-256 characters".into()))
     }
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Heartbeat {
-    #[validate(custom(function = "validate_vendor_id"))]
-    pub vendor_id: String,
-    #[validate(length(min = 1, max = 50))]
+    pub vendor_id: VendorId,
+    /// The agent's version, one line.
+    #[validate(length(min = 1, max = 50), custom(function = "validate_line"))]
+    #[schema(schema_with = schema::optional_line::<1, 50>)]
     pub version: Option<String>,
 }
 

@@ -14,10 +14,12 @@ use super::{
     service::RegistrationCaller,
 };
 use crate::{
+    domain::VendorId,
     error::{AppError, ErrorBody},
     http::{
         auth::{API_KEY_HEADER, AdminAuth, AgentJson, bearer_token, check_admin_key},
         extract::{Path, ValidJson},
+        responses::{AdminErrors, AgentErrors, JsonBodyErrors, PathErrors, RateLimited},
     },
     state::AppState,
 };
@@ -33,17 +35,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Register an agent, or rotate its token and URL.
 ///
 /// Needs the admin API key (any vendor), or the vendor's current agent token (that vendor
-/// only: rotation). 201 when the agent is new, 200 when it was rotated. Limited to
-/// 10 requests a minute per client address.
+/// only: rotation). 201 when the agent is new, 200 when it was rotated. Per client address:
+/// 10 registrations a minute with the admin key, and 10 attempts a minute without a valid
+/// admin key (wrong or missing credentials, token rotations); the admin never meets the
+/// second limit.
 #[utoipa::path(
     post, path = "/api/agents/register", tag = "agents",
     request_body = RegisterAgent,
     responses(
+        JsonBodyErrors, RateLimited,
         (status = 201, description = "Agent registered", body = AgentView),
         (status = 200, description = "Token or URL rotated", body = AgentView),
         (status = 401, description = "Neither the admin key nor the vendor's current token", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
-        (status = 429, description = "Too many registrations from this client", body = ErrorBody),
     ),
     security(("api_key" = []), ("agent_token" = []))
 )]
@@ -53,12 +56,19 @@ async fn register(
     headers: HeaderMap,
     ValidJson(request): ValidJson<RegisterAgent>,
 ) -> Result<(StatusCode, Json<AgentView>), AppError> {
-    state.rate_limits.register.check(&client.ip())?;
+    let limits = &state.rate_limits;
     // A presented API key is judged on its own: a wrong key is never "rescued" by a token.
+    // Only a valid admin key skips the budget of unverified attempts, so others' failures from
+    // the same address never lock the admin out (see docs/auth.md).
     let caller = if headers.contains_key(API_KEY_HEADER) {
-        check_admin_key(&headers, &state)?;
+        if let Err(unauthorized) = check_admin_key(&headers, &state) {
+            limits.register_unverified.check(&client.ip())?;
+            return Err(unauthorized);
+        }
+        limits.register.check(&client.ip())?;
         RegistrationCaller::Admin
     } else {
+        limits.register_unverified.check(&client.ip())?;
         match bearer_token(&headers)? {
             Some(token) => RegistrationCaller::Agent { token },
             None => {
@@ -82,9 +92,8 @@ async fn register(
     post, path = "/api/agents/heartbeat", tag = "agents",
     request_body = Heartbeat,
     responses(
+        AgentErrors, JsonBodyErrors,
         (status = 200, description = "Heartbeat recorded", body = AgentView),
-        (status = 401, description = "Missing or invalid agent token", body = ErrorBody),
-        (status = 404, description = "Unknown vendor", body = ErrorBody),
     ),
     security(("agent_token" = []))
 )]
@@ -103,8 +112,8 @@ async fn heartbeat(
 #[utoipa::path(
     get, path = "/api/agents", tag = "agents",
     responses(
+        AdminErrors,
         (status = 200, description = "All agents", body = Vec<AgentView>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -118,10 +127,10 @@ async fn list_agents(
 /// One vendor's agent.
 #[utoipa::path(
     get, path = "/api/agents/{vendorId}", tag = "agents",
-    params(("vendorId" = String, Path, description = "Vendor id")),
+    params(("vendorId" = inline(VendorId), Path, description = "Vendor id")),
     responses(
+        AdminErrors, PathErrors,
         (status = 200, description = "The agent", body = AgentView),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No agent for this vendor", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -129,7 +138,7 @@ async fn list_agents(
 async fn get_agent(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(vendor_id): Path<String>,
+    Path(vendor_id): Path<VendorId>,
 ) -> Result<Json<AgentView>, AppError> {
     Ok(Json(state.agents.get(&vendor_id).await?))
 }
@@ -137,10 +146,10 @@ async fn get_agent(
 /// Deregister an agent: offline, and its token is refused from now on.
 #[utoipa::path(
     delete, path = "/api/agents/{vendorId}", tag = "agents",
-    params(("vendorId" = String, Path, description = "Vendor id")),
+    params(("vendorId" = inline(VendorId), Path, description = "Vendor id")),
     responses(
+        AdminErrors, PathErrors,
         (status = 200, description = "Deregistered", body = AgentView),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No agent for this vendor", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -148,7 +157,7 @@ async fn get_agent(
 async fn deregister(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(vendor_id): Path<String>,
+    Path(vendor_id): Path<VendorId>,
 ) -> Result<Json<AgentView>, AppError> {
     Ok(Json(state.agents.deregister(&vendor_id).await?))
 }

@@ -4,6 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
@@ -12,7 +13,7 @@ use super::{
     model::{AgentHealth, AgentView, ErpType, RegisterAgent},
     queries::{self, AgentRecord, NewAgent, StatusChange},
 };
-use crate::{config::Settings, error::AppError};
+use crate::{config::Settings, domain::validate_vendor_id, error::AppError};
 
 const BCRYPT_COST: u32 = 10;
 /// How long a verified token is trusted without bcrypt. Rotation and deregistration take
@@ -215,6 +216,13 @@ impl AgentService {
         vendor_id: &str,
         token: &str,
     ) -> Result<AuthenticatedAgent, AppError> {
+        // No query for an id no vendor can have (a NUL byte would fail in Postgres).
+        if validate_vendor_id(vendor_id).is_err() {
+            return Err(AppError::validation(
+                "vendorId is not a valid vendor id",
+                json!({ "vendorId": ["must be 1-100 characters of letters, digits, '-', '_', '.' or ':'"] }),
+            ));
+        }
         match self.verify_current_token(vendor_id, token).await? {
             TokenCheck::Valid(record) => Ok(AuthenticatedAgent {
                 vendor_id: record.vendor_id,

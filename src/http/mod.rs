@@ -5,6 +5,7 @@ pub mod correlation;
 pub mod extract;
 pub mod openapi;
 pub mod rate_limit;
+pub mod responses;
 
 use std::time::Duration;
 
@@ -27,6 +28,11 @@ use crate::{error::AppError, state::AppState};
 
 /// Every route's body limit unless the route sets its own (the `/batch` ingest routes do).
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Header limits answered with the JSON 431. They sit below hyper's own (100 headers, ~400 KiB
+/// of buffered head), which answers 431 with an empty body and closes: a server builder that
+/// changes hyper's limits must keep them above these.
+pub const MAX_HEADER_COUNT: usize = 64;
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// All routes with their OpenAPI description.
@@ -44,11 +50,17 @@ pub fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every route that exists.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    split_api().1
+}
+
+fn split_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut document) = api().split_for_parts();
+    openapi::add_common_responses(&mut document);
+    (router, document)
 }
 
 pub fn router(state: AppState) -> Router {
-    let (mut router, document) = api().split_for_parts();
+    let (mut router, document) = split_api();
     if state.settings.swagger_enabled {
         router = router.merge(SwaggerUi::new("/api/docs").url("/api/docs/openapi.json", document));
     }
@@ -85,6 +97,7 @@ pub fn router(state: AppState) -> Router {
             "max-age=63072000; includeSubDomains",
         ))
         .layer(security_header(header::CACHE_CONTROL, "no-store"))
+        .layer(middleware::from_fn(limit_headers))
         .layer(middleware::from_fn(correlation::correlation_middleware));
     // Outermost, so it sees every response as the client does; `Router::layer` wraps each
     // route, so the matched route template is known.
@@ -125,6 +138,19 @@ async fn json_errors_for_bare_responses(request: Request, next: middleware::Next
             response
         }
     }
+}
+
+/// Refuses oversized header sets with the standard error body (see [`MAX_HEADER_COUNT`]).
+async fn limit_headers(request: Request, next: middleware::Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADER_COUNT || bytes > MAX_HEADER_BYTES {
+        return AppError::HeaderFieldsTooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

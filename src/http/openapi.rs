@@ -1,10 +1,13 @@
 //! The OpenAPI document: info, tags and the two security schemes. Paths and schemas come from
-//! the `#[utoipa::path]` of each handler, gathered by `OpenApiRouter`.
+//! the `#[utoipa::path]` of each handler, gathered by `OpenApiRouter`; the error responses any
+//! route may give ([`CommonErrors`]) are added to every operation here.
 
 use utoipa::{
-    Modify, OpenApi,
+    IntoResponses, Modify, OpenApi,
     openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme},
 };
+
+use super::responses::CommonErrors;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +17,7 @@ use utoipa::{
                        items, stock and warehouses; orders are pushed back to the agents."
     ),
     modifiers(&SecuritySchemes),
+    components(schemas(crate::error::ErrorBody)),
     tags(
         (name = "ops", description = "Health, metrics, scheduler"),
         (name = "agents", description = "Agent registry and heartbeats"),
@@ -38,5 +42,35 @@ impl Modify for SecuritySchemes {
             "agent_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// Adds [`CommonErrors`] to every operation (keeping a status an operation documents itself,
+/// e.g. `/health`'s own 503). Applied to the finished document, so routes merged by any
+/// feature module get them.
+pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    let common = CommonErrors::responses();
+    for item in openapi.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (status, response) in &common {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.clone())
+                    .or_insert_with(|| response.clone());
+            }
+        }
     }
 }

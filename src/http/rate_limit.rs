@@ -8,8 +8,12 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use crate::{config::Settings, error::AppError};
 
 pub struct RateLimits {
-    /// `POST /api/agents/register`, per client address.
+    /// `POST /api/agents/register` with a valid admin key, per client address.
     pub register: Limiter<IpAddr>,
+    /// `POST /api/agents/register` attempts not made with a valid admin key (missing or wrong
+    /// credentials, agent-token rotations: taken before the bcrypt check), per client address.
+    /// A valid admin key is never refused by it, whatever others did from the same address.
+    pub register_unverified: Limiter<IpAddr>,
     /// Incremental ingest, per vendor.
     pub ingest: Limiter<String>,
     /// Batch ingest, per vendor.
@@ -20,6 +24,7 @@ impl RateLimits {
     pub fn new(settings: &Settings) -> Self {
         Self {
             register: Limiter::per_minute(settings.register_rate_limit_per_min),
+            register_unverified: Limiter::per_minute(settings.register_rate_limit_per_min),
             ingest: Limiter::per_minute(settings.ingest_rate_limit_per_min),
             ingest_batch: Limiter::per_minute(settings.ingest_batch_rate_limit_per_min),
         }
@@ -28,6 +33,7 @@ impl RateLimits {
     /// Forgets keys whose budget is full again; called periodically so memory stays bounded.
     pub fn retain_recent(&self) {
         self.register.inner.retain_recent();
+        self.register_unverified.inner.retain_recent();
         self.ingest.inner.retain_recent();
         self.ingest_batch.inner.retain_recent();
     }

@@ -4,6 +4,7 @@
 pub mod model;
 pub mod queries;
 pub mod routes;
+pub mod rules;
 mod service;
 
 pub use service::IngestService;

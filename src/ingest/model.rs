@@ -7,10 +7,13 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use utoipa::ToSchema;
-use validator::{Validate, ValidationError};
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{RefOr, Schema},
+};
 
-use crate::domain::{validate_code, validate_content_hash};
+use super::rules::{self, Value};
+use crate::domain::VendorId;
 
 /// Records per incremental request, and per `/batch` request.
 pub const INCREMENTAL_LIMIT: usize = 500;
@@ -42,12 +45,14 @@ pub struct WarehousesEnvelope<'a> {
 }
 
 /// What every ingested record has: a key, a content hash, and the ERP's modification time.
-pub trait IngestRecord<'a>: Deserialize<'a> + Validate {
+pub trait IngestRecord<'a>: Deserialize<'a> {
     /// `sku` or `erpWarehouseId`.
     const KEY_FIELD: KeyField;
     fn key(&self) -> &str;
     fn content_hash(&self) -> &str;
     fn last_modified_at(&self) -> DateTime<Utc>;
+    /// The record against its rule table ([`rules`]); the failing JSON field otherwise.
+    fn check(&self) -> Result<(), &'static str>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,48 +61,29 @@ pub enum KeyField {
     ErpWarehouseId,
 }
 
-/// An item as the ERP describes it. Strings borrow from the request body where they can.
-#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+/// An item as the ERP describes it (rules: [`rules::ITEM`]). Strings borrow from the request
+/// body where they can.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemRecord<'a> {
-    #[validate(custom(function = "validate_code"))]
     #[serde(borrow)]
-    #[schema(value_type = String)]
     pub sku: Cow<'a, str>,
-    #[validate(length(min = 1, max = 255))]
     #[serde(borrow)]
-    #[schema(value_type = String)]
     pub name: Cow<'a, str>,
-    #[validate(length(max = 10000))]
     #[serde(borrow)]
-    #[schema(value_type = Option<String>)]
     pub description: Option<Cow<'a, str>>,
-    #[validate(custom(function = "validate_code"))]
     #[serde(borrow)]
-    #[schema(value_type = String)]
     pub unit_code: Cow<'a, str>,
-    #[validate(custom(function = "validate_code"))]
     #[serde(borrow)]
-    #[schema(value_type = String)]
     pub vat_code: Cow<'a, str>,
-    #[validate(custom(function = "validate_code"))]
     #[serde(borrow)]
-    #[schema(value_type = Option<String>)]
     pub family_code: Option<Cow<'a, str>>,
-    #[validate(custom(function = "validate_code"))]
     #[serde(borrow)]
-    #[schema(value_type = Option<String>)]
     pub subfamily_code: Option<Cow<'a, str>>,
-    /// Unit price excluding VAT, ≥ 0, at most 4 decimals kept.
-    #[validate(custom(function = "validate_price"))]
-    #[schema(value_type = f64)]
     pub price: Decimal,
     pub is_active: Option<bool>,
-    #[validate(custom(function = "validate_content_hash"))]
     #[serde(borrow)]
-    #[schema(value_type = String)]
     pub content_hash: Cow<'a, str>,
-    #[validate(custom(function = "validate_modified_at"))]
     pub last_modified_at: DateTime<Utc>,
 }
 
@@ -112,26 +98,33 @@ impl<'a> IngestRecord<'a> for ItemRecord<'a> {
     fn last_modified_at(&self) -> DateTime<Utc> {
         self.last_modified_at
     }
+    fn check(&self) -> Result<(), &'static str> {
+        rules::ITEM.check([
+            Value::Str(Some(&self.sku)),
+            Value::Str(Some(&self.name)),
+            Value::Str(self.description.as_deref()),
+            Value::Str(Some(&self.unit_code)),
+            Value::Str(Some(&self.vat_code)),
+            Value::Str(self.family_code.as_deref()),
+            Value::Str(self.subfamily_code.as_deref()),
+            Value::Decimal(Some(self.price)),
+            Value::Bool(self.is_active),
+            Value::Str(Some(&self.content_hash)),
+            Value::Time(self.last_modified_at),
+        ])
+    }
 }
 
-#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+/// One stock level (rules: [`rules::STOCK`]).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StockRecord<'a> {
-    #[validate(custom(function = "validate_code"))]
     #[serde(borrow)]
-    #[schema(value_type = String)]
     pub sku: Cow<'a, str>,
-    #[validate(custom(function = "validate_quantity"))]
-    #[schema(value_type = f64)]
     pub quantity: Decimal,
-    #[validate(custom(function = "validate_reserved"))]
-    #[schema(value_type = Option<f64>)]
     pub reserved_quantity: Option<Decimal>,
-    #[validate(custom(function = "validate_content_hash"))]
     #[serde(borrow)]
-    #[schema(value_type = String)]
     pub content_hash: Cow<'a, str>,
-    #[validate(custom(function = "validate_modified_at"))]
     pub last_modified_at: DateTime<Utc>,
 }
 
@@ -146,29 +139,30 @@ impl<'a> IngestRecord<'a> for StockRecord<'a> {
     fn last_modified_at(&self) -> DateTime<Utc> {
         self.last_modified_at
     }
+    fn check(&self) -> Result<(), &'static str> {
+        rules::STOCK.check([
+            Value::Str(Some(&self.sku)),
+            Value::Decimal(Some(self.quantity)),
+            Value::Decimal(self.reserved_quantity),
+            Value::Str(Some(&self.content_hash)),
+            Value::Time(self.last_modified_at),
+        ])
+    }
 }
 
-#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+/// A warehouse (rules: [`rules::WAREHOUSE`]).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WarehouseRecord<'a> {
-    #[validate(custom(function = "validate_code"))]
     #[serde(borrow)]
-    #[schema(value_type = String)]
     pub erp_warehouse_id: Cow<'a, str>,
-    #[validate(length(min = 1, max = 255))]
     #[serde(borrow)]
-    #[schema(value_type = String)]
     pub name: Cow<'a, str>,
-    #[validate(length(max = 2000))]
     #[serde(borrow)]
-    #[schema(value_type = Option<String>)]
     pub address: Option<Cow<'a, str>>,
     pub is_active: Option<bool>,
-    #[validate(custom(function = "validate_content_hash"))]
     #[serde(borrow)]
-    #[schema(value_type = String)]
     pub content_hash: Cow<'a, str>,
-    #[validate(custom(function = "validate_modified_at"))]
     pub last_modified_at: DateTime<Utc>,
 }
 
@@ -183,47 +177,37 @@ impl<'a> IngestRecord<'a> for WarehouseRecord<'a> {
     fn last_modified_at(&self) -> DateTime<Utc> {
         self.last_modified_at
     }
-}
-
-fn invalid(code: &'static str) -> ValidationError {
-    ValidationError::new(code)
-}
-
-/// numeric(12,4): 0 ≤ price < 10^8.
-fn validate_price(price: &Decimal) -> Result<(), ValidationError> {
-    if price.is_sign_negative() || *price >= Decimal::from(100_000_000) {
-        Err(invalid("range"))
-    } else {
-        Ok(())
+    fn check(&self) -> Result<(), &'static str> {
+        rules::WAREHOUSE.check([
+            Value::Str(Some(&self.erp_warehouse_id)),
+            Value::Str(Some(&self.name)),
+            Value::Str(self.address.as_deref()),
+            Value::Bool(self.is_active),
+            Value::Str(Some(&self.content_hash)),
+            Value::Time(self.last_modified_at),
+        ])
     }
 }
 
-/// numeric(14,3): |quantity| < 10^11 (an ERP may report negative stock).
-fn validate_quantity(quantity: &Decimal) -> Result<(), ValidationError> {
-    if quantity.abs() >= Decimal::from(100_000_000_000_i64) {
-        Err(invalid("range"))
-    } else {
-        Ok(())
-    }
+/// The records' OpenAPI schemas come from their rule tables.
+macro_rules! schema_from_rules {
+    ($record:ident, $rules:expr) => {
+        impl PartialSchema for $record<'_> {
+            fn schema() -> RefOr<Schema> {
+                $rules.schema()
+            }
+        }
+        impl ToSchema for $record<'_> {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed($rules.name)
+            }
+        }
+    };
 }
 
-fn validate_reserved(quantity: &Decimal) -> Result<(), ValidationError> {
-    if quantity.is_sign_negative() {
-        Err(invalid("range"))
-    } else {
-        validate_quantity(quantity)
-    }
-}
-
-/// A timestamp from the future would make every later real update "stale": refuse it
-/// (a day of clock skew is tolerated).
-fn validate_modified_at(at: &DateTime<Utc>) -> Result<(), ValidationError> {
-    if *at > Utc::now() + chrono::Duration::days(1) {
-        Err(invalid("future"))
-    } else {
-        Ok(())
-    }
-}
+schema_from_rules!(ItemRecord, rules::ITEM);
+schema_from_rules!(StockRecord, rules::STOCK);
+schema_from_rules!(WarehouseRecord, rules::WAREHOUSE);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -310,7 +294,9 @@ impl IngestReport {
 #[allow(dead_code)]
 #[schema(rename_all = "camelCase")]
 pub struct ItemsRequest {
-    vendor_id: String,
+    vendor_id: VendorId,
+    /// At most 500 records (5 000 on `/batch`).
+    #[schema(max_items = 5000)]
     items: Vec<ItemRecord<'static>>,
 }
 
@@ -318,9 +304,11 @@ pub struct ItemsRequest {
 #[allow(dead_code)]
 #[schema(rename_all = "camelCase")]
 pub struct StockRequest {
-    vendor_id: String,
-    /// The ERP's id of the warehouse all these rows belong to.
+    vendor_id: VendorId,
+    #[schema(schema_with = warehouse_id_schema)]
     warehouse_id: String,
+    /// At most 500 records (5 000 on `/batch`).
+    #[schema(max_items = 5000)]
     stock: Vec<StockRecord<'static>>,
 }
 
@@ -328,6 +316,12 @@ pub struct StockRequest {
 #[allow(dead_code)]
 #[schema(rename_all = "camelCase")]
 pub struct WarehousesRequest {
-    vendor_id: String,
+    vendor_id: VendorId,
+    /// At most 500 records (5 000 on `/batch`).
+    #[schema(max_items = 5000)]
     warehouses: Vec<WarehouseRecord<'static>>,
+}
+
+fn warehouse_id_schema() -> RefOr<Schema> {
+    rules::STOCK_WAREHOUSE_ID.schema()
 }

@@ -10,14 +10,20 @@ use utoipa_axum::{
     routes,
 };
 
-use super::model::{
-    BATCH_LIMIT, INCREMENTAL_LIMIT, IngestReport, ItemsEnvelope, ItemsRequest, StockEnvelope,
-    StockRequest, WarehousesEnvelope, WarehousesRequest,
+use super::{
+    model::{
+        BATCH_LIMIT, INCREMENTAL_LIMIT, IngestReport, ItemsEnvelope, ItemsRequest, StockEnvelope,
+        StockRequest, WarehousesEnvelope, WarehousesRequest,
+    },
+    rules,
 };
 use crate::{
-    domain::validate_code,
-    error::{AppError, ErrorBody},
-    http::{auth::AgentRequest, extract::parse_json},
+    error::AppError,
+    http::{
+        auth::AgentRequest,
+        extract::parse_json,
+        responses::{AgentErrors, JsonBodyErrors, RateLimited},
+    },
     state::AppState,
 };
 
@@ -102,10 +108,14 @@ async fn stock(
     let vendor_id = request.agent.vendor_id.as_str();
     mode.take_budget(&state, vendor_id)?;
     let envelope: StockEnvelope = parse_json(&request.body)?;
-    if validate_code(&envelope.warehouse_id).is_err() {
+    let rule = &rules::STOCK_WAREHOUSE_ID;
+    if !rule
+        .kind
+        .accepts(rules::Value::Str(Some(&envelope.warehouse_id)))
+    {
         return Err(AppError::validation(
-            "warehouseId must be 1-100 characters",
-            json!({ "warehouseId": ["must be 1-100 characters without control characters"] }),
+            "warehouseId is not a valid ERP warehouse id",
+            json!({ "warehouseId": ["must be 1-100 characters, not blank, without control, bidi or zero-width characters"] }),
         ));
     }
     check_size(mode, "stock", envelope.stock.len())?;
@@ -143,11 +153,8 @@ async fn warehouses(
     post, path = "/api/sync/items", tag = "ingest",
     request_body = ItemsRequest,
     responses(
+        AgentErrors, JsonBodyErrors, RateLimited,
         (status = 200, description = "Per-record outcome", body = IngestReport),
-        (status = 401, description = "Missing or invalid agent token", body = ErrorBody),
-        (status = 404, description = "Unknown vendor", body = ErrorBody),
-        (status = 422, description = "Over the record limit or not an ingest body; nothing written", body = ErrorBody),
-        (status = 429, description = "Vendor's rate limit reached", body = ErrorBody),
     ),
     security(("agent_token" = []))
 )]
@@ -163,10 +170,8 @@ async fn ingest_items(
     post, path = "/api/sync/items/batch", tag = "ingest",
     request_body = ItemsRequest,
     responses(
+        AgentErrors, JsonBodyErrors, RateLimited,
         (status = 200, description = "Per-record outcome", body = IngestReport),
-        (status = 401, description = "Missing or invalid agent token", body = ErrorBody),
-        (status = 422, description = "Over the record limit; nothing written", body = ErrorBody),
-        (status = 429, description = "Vendor's rate limit reached", body = ErrorBody),
     ),
     security(("agent_token" = []))
 )]
@@ -183,10 +188,8 @@ async fn ingest_items_batch(
     post, path = "/api/sync/stock", tag = "ingest",
     request_body = StockRequest,
     responses(
+        AgentErrors, JsonBodyErrors, RateLimited,
         (status = 200, description = "Per-record outcome", body = IngestReport),
-        (status = 401, description = "Missing or invalid agent token", body = ErrorBody),
-        (status = 422, description = "Unknown warehouse or over the record limit; nothing written", body = ErrorBody),
-        (status = 429, description = "Vendor's rate limit reached", body = ErrorBody),
     ),
     security(("agent_token" = []))
 )]
@@ -202,10 +205,8 @@ async fn ingest_stock(
     post, path = "/api/sync/stock/batch", tag = "ingest",
     request_body = StockRequest,
     responses(
+        AgentErrors, JsonBodyErrors, RateLimited,
         (status = 200, description = "Per-record outcome", body = IngestReport),
-        (status = 401, description = "Missing or invalid agent token", body = ErrorBody),
-        (status = 422, description = "Unknown warehouse or over the record limit; nothing written", body = ErrorBody),
-        (status = 429, description = "Vendor's rate limit reached", body = ErrorBody),
     ),
     security(("agent_token" = []))
 )]
@@ -221,10 +222,8 @@ async fn ingest_stock_batch(
     post, path = "/api/sync/warehouses", tag = "ingest",
     request_body = WarehousesRequest,
     responses(
+        AgentErrors, JsonBodyErrors, RateLimited,
         (status = 200, description = "Per-record outcome", body = IngestReport),
-        (status = 401, description = "Missing or invalid agent token", body = ErrorBody),
-        (status = 422, description = "Over the record limit; nothing written", body = ErrorBody),
-        (status = 429, description = "Vendor's rate limit reached", body = ErrorBody),
     ),
     security(("agent_token" = []))
 )]
@@ -240,10 +239,8 @@ async fn ingest_warehouses(
     post, path = "/api/sync/warehouses/batch", tag = "ingest",
     request_body = WarehousesRequest,
     responses(
+        AgentErrors, JsonBodyErrors, RateLimited,
         (status = 200, description = "Per-record outcome", body = IngestReport),
-        (status = 401, description = "Missing or invalid agent token", body = ErrorBody),
-        (status = 422, description = "Over the record limit; nothing written", body = ErrorBody),
-        (status = 429, description = "Vendor's rate limit reached", body = ErrorBody),
     ),
     security(("agent_token" = []))
 )]

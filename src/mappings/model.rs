@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::domain::{validate_code, validate_vendor_id};
+use crate::domain::{VendorId, schema, validate_code, validate_line};
 
 /// What an ERP code stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
@@ -62,14 +62,16 @@ pub struct Resolved {
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateMapping {
-    #[validate(custom(function = "validate_vendor_id"))]
-    pub vendor_id: String,
+    pub vendor_id: VendorId,
     pub mapping_type: MappingType,
     #[validate(custom(function = "validate_code"))]
+    #[schema(schema_with = schema::code_required)]
     pub erp_code: String,
     #[validate(custom(function = "validate_code"))]
+    #[schema(schema_with = schema::code_required)]
     pub resto_code: String,
-    #[validate(length(min = 1, max = 255))]
+    #[validate(length(min = 1, max = 255), custom(function = "validate_line"))]
+    #[schema(schema_with = schema::line::<1, 255>)]
     pub resto_label: String,
     pub is_active: Option<bool>,
 }
@@ -79,10 +81,13 @@ pub struct CreateMapping {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateMapping {
     #[validate(custom(function = "validate_code"))]
+    #[schema(schema_with = schema::optional_code)]
     pub erp_code: Option<String>,
     #[validate(custom(function = "validate_code"))]
+    #[schema(schema_with = schema::optional_code)]
     pub resto_code: Option<String>,
-    #[validate(length(min = 1, max = 255))]
+    #[validate(length(min = 1, max = 255), custom(function = "validate_line"))]
+    #[schema(schema_with = schema::optional_line::<1, 255>)]
     pub resto_label: Option<String>,
     pub is_active: Option<bool>,
 }
@@ -92,10 +97,13 @@ pub struct UpdateMapping {
 pub struct SeedEntry {
     pub mapping_type: MappingType,
     #[validate(custom(function = "validate_code"))]
+    #[schema(schema_with = schema::code_required)]
     pub erp_code: String,
     #[validate(custom(function = "validate_code"))]
+    #[schema(schema_with = schema::code_required)]
     pub resto_code: String,
-    #[validate(length(min = 1, max = 255))]
+    #[validate(length(min = 1, max = 255), custom(function = "validate_line"))]
+    #[schema(schema_with = schema::line::<1, 255>)]
     pub resto_label: String,
 }
 
@@ -103,9 +111,9 @@ pub struct SeedEntry {
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeedMappings {
-    #[validate(custom(function = "validate_vendor_id"))]
-    pub vendor_id: String,
+    pub vendor_id: VendorId,
     #[validate(length(min = 1, max = 10000), nested)]
+    #[schema(min_items = 1, max_items = 10000)]
     pub mappings: Vec<SeedEntry>,
 }
 
@@ -122,7 +130,8 @@ pub struct SeedOutcome {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct MappingFilter {
-    pub vendor_id: Option<String>,
+    #[param(inline)]
+    pub vendor_id: Option<VendorId>,
     pub mapping_type: Option<MappingType>,
     /// Include deactivated mappings (default false).
     pub include_inactive: Option<bool>,

@@ -12,6 +12,7 @@ use crate::{
     http::{
         auth::AdminAuth,
         extract::{Page, Pagination, Path, Query, ValidJson},
+        responses::{AdminErrors, JsonBodyErrors, PathErrors, QueryErrors},
     },
     state::AppState,
 };
@@ -28,9 +29,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     get, path = "/api/admin/mappings", tag = "mappings",
     params(MappingFilter, Pagination),
     responses(
+        AdminErrors, QueryErrors,
         (status = 200, description = "A page of mappings", body = Page<Mapping>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 422, description = "Invalid filter", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -57,10 +57,9 @@ async fn list_mappings(
     post, path = "/api/admin/mappings", tag = "mappings",
     request_body = CreateMapping,
     responses(
+        AdminErrors, JsonBodyErrors,
         (status = 201, description = "Created", body = Mapping),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 409, description = "The vendor already maps this code for this type", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -81,11 +80,10 @@ async fn create_mapping(
     params(("id" = Uuid, Path, description = "Mapping id")),
     request_body = UpdateMapping,
     responses(
+        AdminErrors, PathErrors, JsonBodyErrors,
         (status = 200, description = "Updated", body = Mapping),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such mapping", body = ErrorBody),
         (status = 409, description = "The new ERP code is already mapped", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -103,8 +101,8 @@ async fn update_mapping(
     delete, path = "/api/admin/mappings/{id}", tag = "mappings",
     params(("id" = Uuid, Path, description = "Mapping id")),
     responses(
+        AdminErrors, PathErrors,
         (status = 200, description = "Deactivated", body = Mapping),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such mapping", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -122,9 +120,8 @@ async fn delete_mapping(
     post, path = "/api/admin/mappings/seed", tag = "mappings",
     request_body = SeedMappings,
     responses(
+        AdminErrors, JsonBodyErrors,
         (status = 200, description = "What the seed inserted, updated and left unchanged", body = SeedOutcome),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

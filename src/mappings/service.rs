@@ -243,7 +243,7 @@ impl MappingService {
         for entry in &request.mappings {
             self.cache
                 .invalidate(&(
-                    request.vendor_id.clone(),
+                    request.vendor_id.to_string(),
                     entry.mapping_type,
                     entry.erp_code.clone(),
                 ))

@@ -12,12 +12,13 @@ use super::{
     breaker::BreakerSnapshot, dlq_queries::DlqEntry, job_queries::SyncJob, service::CallbackStatus,
 };
 use crate::{
-    domain::validate_vendor_id,
+    domain::{VendorId, quote, schema, validate_line, validate_text},
     error::{AppError, ErrorBody},
     http::{
         auth::{AdminAuth, AgentJson},
         correlation::CorrelationId,
         extract::{Page, Pagination, Path, Query, ValidJson},
+        responses::{AdminErrors, AgentErrors, JsonBodyErrors, PathErrors, QueryErrors},
     },
     state::AppState,
 };
@@ -46,13 +47,16 @@ pub enum CallbackOutcome {
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Callback {
-    #[validate(custom(function = "validate_vendor_id"))]
-    pub vendor_id: String,
+    pub vendor_id: VendorId,
     pub job_id: Uuid,
     pub status: CallbackOutcome,
-    #[validate(length(min = 1, max = 100))]
+    /// The order's reference in the ERP (required when `completed`), one line.
+    #[validate(length(min = 1, max = 100), custom(function = "validate_line"))]
+    #[schema(schema_with = schema::optional_line::<1, 100>)]
     pub erp_reference: Option<String>,
-    #[validate(length(max = 2000))]
+    /// Why the ERP refused the order (`failed`); tabs and line breaks allowed.
+    #[validate(length(max = 2000), custom(function = "validate_text"))]
+    #[schema(schema_with = schema::optional_text::<2000>)]
     pub error: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
@@ -73,11 +77,10 @@ pub struct CallbackAnswer {
     post, path = "/api/agents/callback", tag = "orders",
     request_body = Callback,
     responses(
+        AgentErrors, JsonBodyErrors,
         (status = 200, description = "The job after the callback", body = CallbackAnswer),
-        (status = 401, description = "Missing or invalid agent token", body = ErrorBody),
         (status = 403, description = "The job belongs to another vendor", body = ErrorBody),
         (status = 404, description = "Unknown vendor or job", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
     ),
     security(("agent_token" = []))
 )]
@@ -111,10 +114,34 @@ async fn callback(
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct JobFilter {
-    pub vendor_id: Option<String>,
-    /// pending, processing, completed, failed or cancelled.
-    pub status: Option<String>,
+    #[param(inline)]
+    pub vendor_id: Option<VendorId>,
+    #[param(inline)]
+    pub status: Option<JobStatus>,
     pub order_id: Option<Uuid>,
+}
+
+/// A sync job's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// Sync jobs, newest first, filtered and paginated.
@@ -122,8 +149,8 @@ pub struct JobFilter {
     get, path = "/api/admin/sync-jobs", tag = "orders",
     params(JobFilter, Pagination),
     responses(
+        AdminErrors, QueryErrors,
         (status = 200, description = "A page of jobs", body = Page<SyncJob>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -137,7 +164,7 @@ async fn list_jobs(
         .orders
         .jobs(
             filter.vendor_id.as_deref(),
-            filter.status.as_deref(),
+            filter.status.map(JobStatus::as_str),
             filter.order_id,
             pagination.check()?,
         )
@@ -150,8 +177,8 @@ async fn list_jobs(
     get, path = "/api/admin/sync-status/{jobId}", tag = "orders",
     params(("jobId" = Uuid, Path, description = "Job id")),
     responses(
+        AdminErrors, PathErrors,
         (status = 200, description = "The job", body = SyncJob),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -169,8 +196,8 @@ async fn job_status(
     post, path = "/api/admin/orders/{orderId}/sync", tag = "orders",
     params(("orderId" = Uuid, Path, description = "Order id")),
     responses(
+        AdminErrors, PathErrors,
         (status = 202, description = "Job created and queued", body = SyncJob),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 409, description = "The order already has a live job", body = ErrorBody),
     ),
@@ -197,7 +224,8 @@ async fn sync_order(
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct DlqFilter {
-    pub vendor_id: Option<String>,
+    #[param(inline)]
+    pub vendor_id: Option<VendorId>,
 }
 
 /// Unresolved dead-letter entries, newest first.
@@ -205,8 +233,8 @@ pub struct DlqFilter {
     get, path = "/api/admin/dlq", tag = "orders",
     params(DlqFilter, Pagination),
     responses(
+        AdminErrors, QueryErrors,
         (status = 200, description = "A page of entries", body = Page<DlqEntry>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -229,8 +257,8 @@ async fn list_dead_letters(
     get, path = "/api/admin/dlq/{id}", tag = "orders",
     params(("id" = Uuid, Path, description = "Entry id")),
     responses(
+        AdminErrors, PathErrors,
         (status = 200, description = "The entry", body = DlqEntry),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such entry", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -255,8 +283,8 @@ pub struct RetryAnswer {
     post, path = "/api/admin/dlq/{id}/retry", tag = "orders",
     params(("id" = Uuid, Path, description = "Entry id")),
     responses(
+        AdminErrors, PathErrors,
         (status = 201, description = "New job created", body = RetryAnswer),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such entry", body = ErrorBody),
         (status = 409, description = "Already resolved, or the order has a live job", body = ErrorBody),
     ),
@@ -278,8 +306,9 @@ async fn retry_dead_letter(
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Resolve {
-    /// Who resolved it (an operator's name or id).
-    #[validate(length(min = 1, max = 100))]
+    /// Who resolved it (an operator's name or id), one line.
+    #[validate(length(min = 1, max = 100), custom(function = "validate_line"))]
+    #[schema(schema_with = schema::line::<1, 100>)]
     pub resolved_by: String,
 }
 
@@ -289,10 +318,9 @@ pub struct Resolve {
     params(("id" = Uuid, Path, description = "Entry id")),
     request_body = Resolve,
     responses(
+        AdminErrors, PathErrors, JsonBodyErrors,
         (status = 200, description = "Resolved", body = DlqEntry),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such entry", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -314,8 +342,8 @@ async fn resolve_dead_letter(
 #[utoipa::path(
     get, path = "/api/admin/circuit-breakers", tag = "orders",
     responses(
+        AdminErrors,
         (status = 200, description = "Every breaker with its state and counts", body = Vec<BreakerSnapshot>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -326,13 +354,22 @@ async fn circuit_breakers(
     Json(state.orders.breakers().snapshot().await)
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakerReset {
+    pub vendor_id: VendorId,
+    pub api_type: String,
+    /// Always `CLOSED`.
+    pub state: &'static str,
+}
+
 /// Close a circuit breaker and clear its counts.
 #[utoipa::path(
     post, path = "/api/admin/circuit-breakers/{vendorId}/{apiType}/reset", tag = "orders",
-    params(("vendorId" = String, Path, description = "Vendor id"), ("apiType" = String, Path, description = "API, e.g. orders")),
+    params(("vendorId" = inline(VendorId), Path, description = "Vendor id"), ("apiType" = String, Path, max_length = 50, description = "API, e.g. orders")),
     responses(
-        (status = 200, description = "Reset"),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        AdminErrors, PathErrors,
+        (status = 200, description = "Reset", body = BreakerReset),
         (status = 404, description = "No such breaker", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -340,15 +377,18 @@ async fn circuit_breakers(
 async fn reset_circuit_breaker(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((vendor_id, api_type)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, AppError> {
+    Path((vendor_id, api_type)): Path<(VendorId, String)>,
+) -> Result<Json<BreakerReset>, AppError> {
     if state.orders.breakers().reset(&vendor_id, &api_type).await {
-        Ok(Json(
-            serde_json::json!({"vendorId": vendor_id, "apiType": api_type, "state": "CLOSED"}),
-        ))
+        Ok(Json(BreakerReset {
+            vendor_id,
+            api_type,
+            state: "CLOSED",
+        }))
     } else {
         Err(AppError::not_found(format!(
-            "no circuit breaker for {vendor_id}:{api_type}"
+            "no circuit breaker for {vendor_id}:{}",
+            quote(&api_type)
         )))
     }
 }

@@ -8,13 +8,12 @@ use std::{process::ExitCode, time::Duration};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use validator::Validate;
 
 use super::{
     erp::{ErpCatalogue, ErpError, RangeChecksum, Signer},
     range::{Lower, SkuRange},
 };
-use crate::ingest::model::ItemRecord;
+use crate::ingest::model::{IngestRecord, ItemRecord};
 
 #[derive(Debug, clap::Args)]
 pub struct AgentCheckArgs {
@@ -338,14 +337,7 @@ fn ingest_shape(
     for (sku, _, raw) in listing {
         let problem = match serde_json::from_str::<ItemRecord>(raw.get()) {
             Err(error) => Some(error.to_string()),
-            Ok(record) => record.validate().err().map(|errors| {
-                let fields: Vec<String> = errors
-                    .field_errors()
-                    .keys()
-                    .map(|k| k.to_string())
-                    .collect();
-                format!("invalid {}", fields.join(", "))
-            }),
+            Ok(record) => record.check().err().map(|field| format!("invalid {field}")),
         };
         if let Some(problem) = problem {
             bad.push(format!("{sku:?} ({problem})"));

@@ -6,13 +6,12 @@ use uuid::Uuid;
 use validator::Validate;
 
 use super::queries::EventType;
-use crate::domain::validate_vendor_id;
+use crate::domain::VendorId;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerReconciliation {
-    #[validate(custom(function = "validate_vendor_id"))]
-    pub vendor_id: String,
+    pub vendor_id: VendorId,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -26,8 +25,7 @@ pub struct RunStarted {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct EventFilter {
-    #[validate(custom(function = "validate_vendor_id"))]
-    pub vendor_id: Option<String>,
+    pub vendor_id: Option<VendorId>,
     /// full_checksum, drift_detected, drift_resolved or incremental_sync.
     #[serde(rename = "type")]
     #[param(rename = "type", value_type = Option<EventType>)]

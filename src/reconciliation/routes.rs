@@ -12,6 +12,7 @@ use crate::{
     http::{
         auth::AdminAuth,
         extract::{Page, Pagination, Query, ValidJson, validate},
+        responses::{AdminErrors, JsonBodyErrors, QueryErrors},
     },
     state::AppState,
 };
@@ -28,11 +29,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     post, path = "/api/admin/reconciliation/trigger", tag = "reconciliation",
     request_body = TriggerReconciliation,
     responses(
+        AdminErrors, JsonBodyErrors,
         (status = 202, description = "Run started", body = RunStarted),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No agent registered for this vendor", body = ErrorBody),
         (status = 409, description = "A run for this vendor is in progress, or its agent is offline or deregistered", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
         (status = 503, description = "AGENT_SECRET is not set, or the service is shutting down", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -51,9 +51,8 @@ async fn trigger(
     get, path = "/api/admin/reconciliation/events", tag = "reconciliation",
     params(EventFilter, Pagination),
     responses(
+        AdminErrors, QueryErrors,
         (status = 200, description = "A page of events", body = Page<ReconciliationEvent>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 422, description = "Invalid filter or pagination", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

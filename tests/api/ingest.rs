@@ -7,9 +7,9 @@ use sqlx::{PgPool, Row};
 
 use crate::helpers::{TestApp, spawn_app_with};
 
-const VENDOR: &str = "vendor-a";
+pub(crate) const VENDOR: &str = "vendor-a";
 
-async fn seed_mappings(app: &TestApp, vendor: &str) {
+pub(crate) async fn seed_mappings(app: &TestApp, vendor: &str) {
     let seed = json!({"vendorId": vendor, "mappings": [
         {"mappingType": "unit", "erpCode": "PCE", "restoCode": "piece", "restoLabel": "Pièce"},
         {"mappingType": "unit", "erpCode": "KG", "restoCode": "kg", "restoLabel": "Kilogramme"},
@@ -24,7 +24,7 @@ async fn seed_mappings(app: &TestApp, vendor: &str) {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-fn ts(minutes: i64) -> String {
+pub(crate) fn ts(minutes: i64) -> String {
     (DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
         .unwrap()
         .with_timezone(&Utc)
@@ -32,12 +32,17 @@ fn ts(minutes: i64) -> String {
     .to_rfc3339()
 }
 
-fn item(sku: &str, hash: &str, minutes: i64) -> Value {
+pub(crate) fn item(sku: &str, hash: &str, minutes: i64) -> Value {
     json!({"sku": sku, "name": format!("Item {sku}"), "unitCode": "PCE", "vatCode": "T1", "familyCode": "FRUITS",
            "subfamilyCode": "UNMAPPED-SUB", "price": 12.5, "contentHash": hash, "lastModifiedAt": ts(minutes)})
 }
 
-async fn post(app: &TestApp, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+pub(crate) async fn post(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
     let response = app.agent_post(path, token, body).send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap())
@@ -56,9 +61,10 @@ async fn push_items(app: &TestApp, token: &str, items: Vec<Value>) -> Value {
 }
 
 /// An app whose ingest budgets do not get in the way (the limit has its own test).
-async fn setup(db: PgPool) -> (TestApp, String) {
+pub(crate) async fn setup(db: PgPool) -> (TestApp, String) {
     let app = spawn_app_with(db, |vars| {
-        vars.push(("INGEST_RATE_LIMIT_PER_MIN".into(), "10000".into()))
+        vars.push(("INGEST_RATE_LIMIT_PER_MIN".into(), "10000".into()));
+        vars.push(("INGEST_BATCH_RATE_LIMIT_PER_MIN".into(), "10000".into()));
     })
     .await;
     let token = app.register_agent(VENDOR).await;
@@ -66,14 +72,14 @@ async fn setup(db: PgPool) -> (TestApp, String) {
     (app, token)
 }
 
-async fn count(db: &PgPool, table: &str) -> i64 {
+pub(crate) async fn count(db: &PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
         .fetch_one(db)
         .await
         .unwrap()
 }
 
-fn statuses(report: &Value) -> Vec<(String, String)> {
+pub(crate) fn statuses(report: &Value) -> Vec<(String, String)> {
     report["results"]
         .as_array()
         .unwrap()

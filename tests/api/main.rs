@@ -4,8 +4,10 @@ mod helpers;
 
 mod agent_check;
 mod agents;
+mod bad_input;
 mod binary;
 mod config;
+mod contract;
 mod foundation;
 mod ingest;
 mod mappings;
@@ -13,6 +15,7 @@ mod mock_agent;
 mod mock_erp;
 mod mock_slack;
 mod orders;
+mod properties;
 mod reconciliation;
 mod reconciliation_failures;
 mod reconciliation_routes;

@@ -6,7 +6,6 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
@@ -14,11 +13,12 @@ use super::{
     service::{AgentUptime, SyncMetrics},
 };
 use crate::{
-    domain::validate_vendor_id,
+    domain::VendorId,
     error::{AppError, ErrorBody},
     http::{
         auth::AdminAuth,
         extract::{Page, Pagination, Path, Query},
+        responses::{AdminErrors, PathErrors, QueryErrors},
     },
     reconciliation::queries::ReconciliationMetrics,
     state::AppState,
@@ -54,33 +54,22 @@ async fn prometheus(State(state): State<AppState>) -> Result<Response, AppError>
         .into_response())
 }
 
-fn checked_vendor(vendor_id: &str) -> Result<(), AppError> {
-    validate_vendor_id(vendor_id).map_err(|_| {
-        AppError::validation(
-            "invalid vendorId",
-            json!({"vendorId": ["must be 1-100 characters of letters, digits, '-', '_', '.' or ':'"]}),
-        )
-    })
-}
-
 /// A vendor's order sync: jobs by status, success and retry rates (%), mean and p95 latency
 /// from creation to completion (ms).
 #[utoipa::path(
     get, path = "/api/admin/metrics/{vendorId}", tag = "ops",
-    params(("vendorId" = String, Path, description = "Vendor id")),
+    params(("vendorId" = inline(VendorId), Path, description = "Vendor id")),
     responses(
+        AdminErrors, PathErrors,
         (status = 200, description = "The vendor's figures (zeros when it has no jobs)", body = SyncMetrics),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 422, description = "Invalid vendor id", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
 async fn sync_metrics(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(vendor_id): Path<String>,
+    Path(vendor_id): Path<VendorId>,
 ) -> Result<Json<SyncMetrics>, AppError> {
-    checked_vendor(&vendor_id)?;
     Ok(Json(state.metrics.sync(&vendor_id).await?))
 }
 
@@ -88,20 +77,18 @@ async fn sync_metrics(
 /// found drift (%).
 #[utoipa::path(
     get, path = "/api/admin/metrics/reconciliation/{vendorId}", tag = "ops",
-    params(("vendorId" = String, Path, description = "Vendor id")),
+    params(("vendorId" = inline(VendorId), Path, description = "Vendor id")),
     responses(
+        AdminErrors, PathErrors,
         (status = 200, description = "The vendor's figures", body = ReconciliationMetrics),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 422, description = "Invalid vendor id", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
 async fn reconciliation_metrics(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(vendor_id): Path<String>,
+    Path(vendor_id): Path<VendorId>,
 ) -> Result<Json<ReconciliationMetrics>, AppError> {
-    checked_vendor(&vendor_id)?;
     Ok(Json(state.metrics.reconciliation(&vendor_id).await?))
 }
 
@@ -110,9 +97,8 @@ async fn reconciliation_metrics(
     get, path = "/api/admin/metrics/agents", tag = "ops",
     params(Pagination),
     responses(
+        AdminErrors, QueryErrors,
         (status = 200, description = "A page of agents", body = Page<AgentUptime>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 422, description = "Invalid pagination", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

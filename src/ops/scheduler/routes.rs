@@ -6,26 +6,30 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{JobName, JobOverview, JobRun};
 use crate::{
     error::{AppError, ErrorBody},
-    http::{auth::AdminAuth, extract::Path},
+    http::{
+        auth::AdminAuth,
+        extract::Path,
+        responses::{AdminErrors, PathErrors},
+    },
     state::AppState,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_jobs))
-        .routes(routes!(run_job))
+        .routes(routes!(list_scheduled_jobs))
+        .routes(routes!(run_scheduled_job))
 }
 
 /// Every scheduled job: its schedule, its last run (any replica) and its next run.
 #[utoipa::path(
     get, path = "/api/admin/scheduler", tag = "ops",
     responses(
+        AdminErrors,
         (status = 200, description = "The six jobs", body = Vec<JobOverview>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
-async fn list_jobs(
+async fn list_scheduled_jobs(
     _: AdminAuth,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<JobOverview>>, AppError> {
@@ -36,17 +40,17 @@ async fn list_jobs(
 /// A run that outlasts the request goes on and is recorded.
 #[utoipa::path(
     post, path = "/api/admin/scheduler/{name}/run", tag = "ops",
-    params(("name" = String, Path, description = "Job name, e.g. check-dlq")),
+    params(("name" = inline(JobName), Path, description = "Job name, e.g. check-dlq")),
     responses(
+        AdminErrors, PathErrors,
         (status = 200, description = "The finished run", body = JobRun),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job is running (on this or another replica)", body = ErrorBody),
         (status = 503, description = "The service is shutting down", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
-async fn run_job(
+async fn run_scheduled_job(
     _: AdminAuth,
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -6,7 +6,9 @@ use croner::{
     parser::{CronParser, Seconds},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A scheduled job, named in routes and settings in kebab case (`check-dlq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema)]
+#[schema(rename_all = "kebab-case")]
 pub enum JobName {
     DetectDrift,
     CheckAgentHealth,

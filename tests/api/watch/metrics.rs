@@ -57,9 +57,11 @@ async fn sync_metrics_match_hand_computed_figures(db: PgPool) {
         too_long.as_str(),
         "/api/admin/metrics/%00",
     ] {
+        // A malformed path parameter is a 400 naming it (docs: field rules).
         let (status, body) = get(&app, path).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
-        assert_eq!(body["error"]["code"], "validation_failed");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(body["error"]["code"], "bad_request");
+        assert!(body["error"]["details"]["vendorId"].is_array(), "{body}");
     }
     let anonymous = app
         .client
@@ -99,7 +101,7 @@ async fn reconciliation_metrics_count_events_and_runs_with_drift(db: PgPool) {
     assert_eq!(body["lastRunAt"], Value::Null);
     assert_eq!(body["driftRate"], 0.0);
     let (status, _) = get(&app, "/api/admin/metrics/reconciliation/bad%20id").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[sqlx::test]
