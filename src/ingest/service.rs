@@ -339,7 +339,11 @@ impl ResolvedCodes {
 
 /// Parses and validates every record on its own, then keeps, for each key, the record with
 /// the latest `lastModifiedAt` (the later one in the request on a tie); earlier duplicates are
-/// reported `stale`. Returns the survivors in request order and the results so far.
+/// reported `stale`. Returns the survivors sorted by key, and the results so far.
+///
+/// Sorted by key so that every upsert locks its rows in one global order: two requests
+/// writing the same keys in opposite orders would otherwise deadlock. (Results are put back
+/// in request order by [`IngestReport::from_results`].)
 fn prepare<'a, T: IngestRecord<'a>>(raws: &[&'a RawValue]) -> (Vec<(usize, T)>, Vec<RecordResult>) {
     let mut results = Vec::new();
     let mut latest: HashMap<String, (usize, T)> = HashMap::with_capacity(raws.len());
@@ -369,7 +373,7 @@ fn prepare<'a, T: IngestRecord<'a>>(raws: &[&'a RawValue]) -> (Vec<(usize, T)>, 
         }
     }
     let mut survivors: Vec<(usize, T)> = latest.into_values().collect();
-    survivors.sort_unstable_by_key(|(index, _)| *index);
+    survivors.sort_unstable_by(|(_, a), (_, b)| a.key().cmp(b.key()));
     (survivors, results)
 }
 

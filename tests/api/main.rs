@@ -7,6 +7,7 @@ mod binary;
 mod config;
 mod foundation;
 mod ingest;
+mod ingest_lock_order;
 mod mappings;
 mod mock_agent;
 mod orders;
