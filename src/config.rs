@@ -109,16 +109,50 @@ impl fmt::Debug for Settings {
     }
 }
 
-/// `scheme://user:password@host/db` → `scheme://user:***@host/db`.
+/// A connection URL fit for logs: the password of the userinfo and the value of every query
+/// parameter that may carry a secret (`password`, `sslpassword`, `token`, …) become `***`.
+/// `postgres://app:pw@db/erp?sslmode=require&password=pw` →
+/// `postgres://app:***@db/erp?sslmode=require&password=***`.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(url) => url.to_string(),
-        Err(_) => "[unparsable url]".to_owned(),
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "[unparsable url]".to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
     }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if is_secret_parameter(&key) {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+/// Query parameters of Postgres and Redis URLs that carry (or may carry) a secret. Matched by
+/// substring so spellings like `sslpassword`, `auth_token` or `api-key` are caught too; a
+/// harmless parameter masked by mistake costs nothing.
+fn is_secret_parameter(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "credential",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
 }
 
 /// What the environment provides, before validation. All optional: defaults are applied

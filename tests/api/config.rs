@@ -1,6 +1,6 @@
 //! Configuration: validated once, failing with the variable's name; secrets redacted.
 
-use erp_sync::config::Settings;
+use erp_sync::config::{Settings, redact_url};
 
 fn vars(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     extra
@@ -114,4 +114,50 @@ fn the_binary_refuses_production_without_secrets() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("API_SECRET"));
+}
+
+#[test]
+fn connection_urls_are_logged_without_any_secret() {
+    for (raw, secrets) in [
+        (
+            "postgres://app:pg-pass-1@db.example.com:5432/erp?sslmode=require&password=pg-pass-2",
+            &["pg-pass-1", "pg-pass-2"][..],
+        ),
+        (
+            "postgresql://app@db/erp?sslpassword=key-pass&options=-c%20x",
+            &["key-pass"][..],
+        ),
+        ("redis://:redis-pass@cache:6379/0", &["redis-pass"][..]),
+        (
+            "rediss://user:redis-pass@cache:6380/?token=tok-1&auth=tok-2",
+            &["redis-pass", "tok-1", "tok-2"][..],
+        ),
+    ] {
+        let shown = redact_url(raw);
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("***"), "{shown}");
+    }
+    assert_eq!(
+        redact_url("postgres://app:pw@db/erp?sslmode=require"),
+        "postgres://app:***@db/erp?sslmode=require",
+        "harmless parameters stay readable"
+    );
+
+    let settings = Settings::from_vars([
+        (
+            "DATABASE_URL",
+            "postgres://app:db-pass-1@db/erp?password=db-pass-2",
+        ),
+        (
+            "REDIS_URL",
+            "redis://:redis-pass-3@cache:6379/?password=redis-pass-4",
+        ),
+    ])
+    .unwrap();
+    let printed = format!("{settings:?}");
+    for secret in ["db-pass-1", "db-pass-2", "redis-pass-3", "redis-pass-4"] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
 }
