@@ -69,6 +69,25 @@ pub struct Settings {
     pub breaker_open_for: Duration,
     pub agent_timeout: Duration,
     pub db_max_connections: u32,
+    /// May an `agentUrl` resolve to loopback or private addresses (link-local never may).
+    pub agent_url_allow_private: bool,
+    /// A former `AGENT_SECRET`, still accepted to unseal agents' signing secrets while they are
+    /// re-sealed under the current one (master-secret rotation).
+    pub agent_secret_previous: Option<SecretString>,
+    /// Agent authentications the token cache cannot answer (in practice, failures) allowed per
+    /// client address and per vendor, a minute.
+    pub auth_failures_per_min: u32,
+    /// bcrypt verifications running at once, and requests allowed to wait for one.
+    pub auth_bcrypt_concurrency: usize,
+    pub auth_bcrypt_queue: usize,
+    /// Bytes of an agent request read before its token is verified, per request; and, for
+    /// bodies whose `vendorId` lies beyond that window, the most such unauthenticated bytes
+    /// held at once by the whole process.
+    pub agent_preauth_max_bytes: usize,
+    pub agent_preauth_budget_bytes: usize,
+    pub http_header_read_timeout: Duration,
+    pub http_idle_timeout: Duration,
+    pub http_max_connections: usize,
 }
 
 impl fmt::Debug for Settings {
@@ -105,6 +124,11 @@ impl fmt::Debug for Settings {
             )
             .field("swagger_enabled", &self.swagger_enabled)
             .field("cors_origins", &self.cors_origins)
+            .field("agent_url_allow_private", &self.agent_url_allow_private)
+            .field(
+                "agent_secret_previous",
+                &self.agent_secret_previous.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +210,16 @@ struct Raw {
     breaker_open_ms: String,
     agent_timeout_ms: String,
     db_max_connections: String,
+    agent_url_allow_private: Option<String>,
+    agent_secret_previous: Option<String>,
+    auth_failures_per_min: String,
+    auth_bcrypt_concurrency: String,
+    auth_bcrypt_queue: String,
+    agent_preauth_max_bytes: String,
+    agent_preauth_budget_bytes: String,
+    http_header_read_timeout_ms: String,
+    http_idle_timeout_ms: String,
+    http_max_connections: String,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erp_sync";
@@ -215,6 +249,14 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("breaker_open_ms", "60000"),
     ("agent_timeout_ms", "30000"),
     ("db_max_connections", "20"),
+    ("auth_failures_per_min", "20"),
+    ("auth_bcrypt_concurrency", "2"),
+    ("auth_bcrypt_queue", "32"),
+    ("agent_preauth_max_bytes", "262144"),
+    ("agent_preauth_budget_bytes", "67108864"),
+    ("http_header_read_timeout_ms", "10000"),
+    ("http_idle_timeout_ms", "60000"),
+    ("http_max_connections", "1024"),
 ];
 
 impl Settings {
@@ -259,6 +301,7 @@ impl Settings {
         };
         let api_secret = secret(raw.api_secret, "API_SECRET", 32)?;
         let agent_secret = secret(raw.agent_secret, "AGENT_SECRET", 16)?;
+        let agent_secret_previous = secret(raw.agent_secret_previous, "AGENT_SECRET_PREVIOUS", 16)?;
         if app_env == AppEnv::Production {
             if api_secret.is_none() {
                 return Err(ConfigError::invalid(
@@ -409,6 +452,54 @@ impl Settings {
             breaker_open_for: millis("BREAKER_OPEN_MS", &raw.breaker_open_ms, 1, 86_400_000)?,
             agent_timeout: millis("AGENT_TIMEOUT_MS", &raw.agent_timeout_ms, 10, 600_000)?,
             db_max_connections: int("DB_MAX_CONNECTIONS", &raw.db_max_connections, 2, 1_000)?,
+            agent_url_allow_private: match non_empty(raw.agent_url_allow_private) {
+                Some(value) => boolean("AGENT_URL_ALLOW_PRIVATE", &value)?,
+                None => app_env == AppEnv::Development,
+            },
+            agent_secret_previous,
+            auth_failures_per_min: int(
+                "AUTH_FAILURES_PER_MIN",
+                &raw.auth_failures_per_min,
+                1,
+                1_000_000,
+            )?,
+            auth_bcrypt_concurrency: int(
+                "AUTH_BCRYPT_CONCURRENCY",
+                &raw.auth_bcrypt_concurrency,
+                1,
+                64,
+            )?,
+            auth_bcrypt_queue: int("AUTH_BCRYPT_QUEUE", &raw.auth_bcrypt_queue, 0, 10_000)?,
+            agent_preauth_max_bytes: int(
+                "AGENT_PREAUTH_MAX_BYTES",
+                &raw.agent_preauth_max_bytes,
+                1_024,
+                32 * 1024 * 1024,
+            )?,
+            agent_preauth_budget_bytes: int(
+                "AGENT_PREAUTH_BUDGET_BYTES",
+                &raw.agent_preauth_budget_bytes,
+                0,
+                1024 * 1024 * 1024,
+            )?,
+            http_header_read_timeout: millis(
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                &raw.http_header_read_timeout_ms,
+                100,
+                600_000,
+            )?,
+            http_idle_timeout: millis(
+                "HTTP_IDLE_TIMEOUT_MS",
+                &raw.http_idle_timeout_ms,
+                100,
+                3_600_000,
+            )?,
+            http_max_connections: int(
+                "HTTP_MAX_CONNECTIONS",
+                &raw.http_max_connections,
+                1,
+                100_000,
+            )?,
         })
     }
 

@@ -1,13 +1,11 @@
 //! Building and running the service: the same code path for `main` and the tests.
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Settings, db, state::AppState};
+use crate::{config::Settings, db, http::server::ServerLimits, state::AppState};
 
 pub struct Application {
     listener: TcpListener,
@@ -56,17 +54,18 @@ impl Application {
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "erp-sync listening");
         let app = crate::http::router(self.state.clone());
-        let served = axum::serve(
+        crate::http::server::serve(
             self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            ServerLimits::from_settings(&self.state.settings),
+            shutdown.clone(),
         )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
         tracing::info!("erp-sync stopped");
-        served.context("HTTP server failed")
+        Ok(())
     }
 }
 

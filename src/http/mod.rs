@@ -5,6 +5,7 @@ pub mod correlation;
 pub mod extract;
 pub mod openapi;
 pub mod rate_limit;
+pub mod server;
 
 use std::time::Duration;
 

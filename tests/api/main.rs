@@ -12,3 +12,4 @@ mod mappings;
 mod mock_agent;
 mod orders;
 mod repositories;
+mod security_transport;
