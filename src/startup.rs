@@ -29,6 +29,9 @@ impl Application {
             .await
             .with_context(|| format!("binding {address}"))?;
         let state = AppState::new(settings, pool, redis)?;
+        if state.settings.agent_secret_previous.is_some() {
+            state.agents.reseal_signing_secrets().await?;
+        }
         Ok(Self { listener, state })
     }
 
@@ -72,12 +75,16 @@ impl Application {
 /// In-process upkeep that needs no coordination between replicas.
 fn spawn_housekeeping(tasks: &TaskTracker, state: &AppState, shutdown: CancellationToken) {
     let limits = state.rate_limits.clone();
+    let agents = state.agents.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => limits.retain_recent(),
+                _ = tick.tick() => {
+                    limits.retain_recent();
+                    agents.retain_recent();
+                }
             }
         }
     });

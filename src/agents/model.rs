@@ -33,7 +33,9 @@ pub enum AgentHealth {
 pub struct RegisterAgent {
     #[validate(custom(function = "validate_vendor_id"))]
     pub vendor_id: String,
-    /// Absolute http(s) URL erp-sync calls the agent at.
+    /// Absolute http(s) URL erp-sync calls the agent at (https in production), without query
+    /// or fragment; it may not lead to link-local or metadata addresses, nor to loopback or
+    /// private ones unless the deployment allows them. Changing it needs the admin key.
     #[validate(custom(function = "validate_http_url"))]
     pub agent_url: String,
     pub erp_type: ErpType,
@@ -63,6 +65,28 @@ pub struct Heartbeat {
     pub vendor_id: String,
     #[validate(length(min = 1, max = 50))]
     pub version: Option<String>,
+}
+
+/// The answer to a registration or rotation: the agent, and its new signing secret, shown
+/// this once and never again.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredAgent {
+    #[serde(flatten)]
+    pub agent: AgentView,
+    /// `whsec_` + base64 of 32 random bytes: the key (the decoded base64 part) this agent
+    /// verifies erp-sync's calls with, per Standard Webhooks. Returned only here.
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    pub signing_secret: String,
+}
+
+impl std::fmt::Debug for RegisteredAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredAgent")
+            .field("agent", &self.agent)
+            .field("signing_secret", &"[REDACTED]")
+            .finish()
+    }
 }
 
 /// An agent as the API shows it: never its token or hash.

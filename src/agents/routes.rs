@@ -10,7 +10,7 @@ use axum::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    model::{AgentView, Heartbeat, RegisterAgent},
+    model::{AgentView, Heartbeat, RegisterAgent, RegisteredAgent},
     service::RegistrationCaller,
 };
 use crate::{
@@ -30,20 +30,23 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_agent, deregister))
 }
 
-/// Register an agent, or rotate its token and URL.
+/// Register an agent, or rotate its token and signing secret.
 ///
 /// Needs the admin API key (any vendor), or the vendor's current agent token (that vendor
-/// only: rotation). 201 when the agent is new, 200 when it was rotated. Limited to
-/// 10 requests a minute per client address.
+/// only: rotation, with the same `agentUrl`; changing it needs the admin key). 201 when the
+/// agent is new, 200 when it was rotated; both carry the new `signingSecret`, shown only
+/// here. Limited to 10 requests a minute per client address.
 #[utoipa::path(
     post, path = "/api/agents/register", tag = "agents",
     request_body = RegisterAgent,
     responses(
-        (status = 201, description = "Agent registered", body = AgentView),
-        (status = 200, description = "Token or URL rotated", body = AgentView),
+        (status = 201, description = "Agent registered", body = RegisteredAgent),
+        (status = 200, description = "Token and signing secret rotated", body = RegisteredAgent),
         (status = 401, description = "Neither the admin key nor the vendor's current token", body = ErrorBody),
-        (status = 422, description = "Invalid body", body = ErrorBody),
-        (status = 429, description = "Too many registrations from this client", body = ErrorBody),
+        (status = 403, description = "An agent token tried to change agentUrl", body = ErrorBody),
+        (status = 422, description = "Invalid body, or an agentUrl this deployment may not call", body = ErrorBody),
+        (status = 429, description = "Too many registrations or failed authentications from this client", body = ErrorBody),
+        (status = 503, description = "AGENT_SECRET not configured, or too many authentications in progress", body = ErrorBody),
     ),
     security(("api_key" = []), ("agent_token" = []))
 )]
@@ -52,7 +55,7 @@ async fn register(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ValidJson(request): ValidJson<RegisterAgent>,
-) -> Result<(StatusCode, Json<AgentView>), AppError> {
+) -> Result<(StatusCode, Json<RegisteredAgent>), AppError> {
     state.rate_limits.register.check(&client.ip())?;
     // A presented API key is judged on its own: a wrong key is never "rescued" by a token.
     let caller = if headers.contains_key(API_KEY_HEADER) {
@@ -60,7 +63,10 @@ async fn register(
         RegistrationCaller::Admin
     } else {
         match bearer_token(&headers)? {
-            Some(token) => RegistrationCaller::Agent { token },
+            Some(token) => RegistrationCaller::Agent {
+                token,
+                client: client.ip(),
+            },
             None => {
                 return Err(AppError::Unauthorized(
                     "registering needs the admin API key, or the vendor's current agent token to rotate it",
@@ -85,6 +91,9 @@ async fn register(
         (status = 200, description = "Heartbeat recorded", body = AgentView),
         (status = 401, description = "Missing or invalid agent token", body = ErrorBody),
         (status = 404, description = "Unknown vendor", body = ErrorBody),
+        (status = 422, description = "Invalid body or vendorId", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this client or for this vendor", body = ErrorBody),
+        (status = 503, description = "Too many authentications in progress", body = ErrorBody),
     ),
     security(("agent_token" = []))
 )]

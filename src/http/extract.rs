@@ -15,19 +15,25 @@ use crate::error::AppError;
 
 /// Reads the body bytes, refusing a wrong content type or an oversized body.
 pub async fn read_json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, AppError> {
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(is_json_media_type);
-    if !is_json {
-        return Err(AppError::UnsupportedMediaType(
-            "expected a request with Content-Type: application/json".into(),
-        ));
-    }
+    require_json(req.headers())?;
     Bytes::from_request(req, state)
         .await
         .map_err(bytes_rejection)
+}
+
+/// 415 unless the request says its body is JSON.
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), AppError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json_media_type);
+    if is_json {
+        Ok(())
+    } else {
+        Err(AppError::UnsupportedMediaType(
+            "expected a request with Content-Type: application/json".into(),
+        ))
+    }
 }
 
 fn bytes_rejection(rejection: BytesRejection) -> AppError {

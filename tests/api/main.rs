@@ -12,4 +12,8 @@ mod mappings;
 mod mock_agent;
 mod orders;
 mod repositories;
+mod security_memory;
+mod security_preauth;
+mod security_signing;
+mod security_ssrf;
 mod security_transport;
