@@ -6,6 +6,7 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
     && echo 'fn main() {}' > benches/ingest.rs && echo 'fn main() {}' > benches/orders.rs \
     && echo 'fn main() {}' > benches/reconciliation.rs \
+    && echo 'fn main() {}' > benches/auth.rs \
     && cargo build --release --locked --bin erp-sync
 COPY . .
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin erp-sync

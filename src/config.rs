@@ -79,6 +79,25 @@ pub struct Settings {
     pub reconciliation_concurrency: usize,
     pub reconciliation_page_size: usize,
     pub reconciliation_run_timeout: Duration,
+    /// May an `agentUrl` resolve to loopback or private addresses (link-local never may).
+    pub agent_url_allow_private: bool,
+    /// A former `AGENT_SECRET`, still accepted to unseal agents' signing secrets while they are
+    /// re-sealed under the current one (master-secret rotation).
+    pub agent_secret_previous: Option<SecretString>,
+    /// Agent authentications the token cache cannot answer (in practice, failures) allowed per
+    /// client address and per vendor, a minute.
+    pub auth_failures_per_min: u32,
+    /// bcrypt verifications running at once, and requests allowed to wait for one.
+    pub auth_bcrypt_concurrency: usize,
+    pub auth_bcrypt_queue: usize,
+    /// Bytes of an agent request read before its token is verified, per request; and, for
+    /// bodies whose `vendorId` lies beyond that window, the most such unauthenticated bytes
+    /// held at once by the whole process.
+    pub agent_preauth_max_bytes: usize,
+    pub agent_preauth_budget_bytes: usize,
+    pub http_header_read_timeout: Duration,
+    pub http_idle_timeout: Duration,
+    pub http_max_connections: usize,
 }
 
 impl fmt::Debug for Settings {
@@ -119,20 +138,59 @@ impl fmt::Debug for Settings {
             .field("scheduler_enabled", &self.scheduler_enabled)
             .field("alert_cooldown", &self.alert_cooldown)
             .field("schedules", &self.schedules)
+            .field("agent_url_allow_private", &self.agent_url_allow_private)
+            .field(
+                "agent_secret_previous",
+                &self.agent_secret_previous.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish_non_exhaustive()
     }
 }
 
-/// `scheme://user:password@host/db` → `scheme://user:***@host/db`.
+/// A connection URL fit for logs: the password of the userinfo and the value of every query
+/// parameter that may carry a secret (`password`, `sslpassword`, `token`, …) become `***`.
+/// `postgres://app:<password>@db/erp?sslmode=require&password=<password>` →
+/// `postgres://app:***@db/erp?sslmode=require&password=***`.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(url) => url.to_string(),
-        Err(_) => "[unparsable url]".to_owned(),
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "[unparsable url]".to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
     }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if is_secret_parameter(&key) {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+/// Query parameters of Postgres and Redis URLs that carry (or may carry) a secret. Matched by
+/// substring so spellings like `sslpassword`, `auth_token` or `api-key` are caught too; a
+/// harmless parameter masked by mistake costs nothing.
+fn is_secret_parameter(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "credential",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
 }
 
 /// What the environment provides, before validation. All optional: defaults are applied
@@ -178,6 +236,16 @@ struct Raw {
     reconciliation_concurrency: String,
     reconciliation_page_size: String,
     reconciliation_run_timeout_ms: String,
+    agent_url_allow_private: Option<String>,
+    agent_secret_previous: Option<String>,
+    auth_failures_per_min: String,
+    auth_bcrypt_concurrency: String,
+    auth_bcrypt_queue: String,
+    agent_preauth_max_bytes: String,
+    agent_preauth_budget_bytes: String,
+    http_header_read_timeout_ms: String,
+    http_idle_timeout_ms: String,
+    http_max_connections: String,
 }
 
 impl Raw {
@@ -228,6 +296,14 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("reconciliation_concurrency", "4"),
     ("reconciliation_page_size", "500"),
     ("reconciliation_run_timeout_ms", "1800000"),
+    ("auth_failures_per_min", "20"),
+    ("auth_bcrypt_concurrency", "2"),
+    ("auth_bcrypt_queue", "32"),
+    ("agent_preauth_max_bytes", "262144"),
+    ("agent_preauth_budget_bytes", "67108864"),
+    ("http_header_read_timeout_ms", "10000"),
+    ("http_idle_timeout_ms", "60000"),
+    ("http_max_connections", "1024"),
 ];
 
 impl Settings {
@@ -282,6 +358,7 @@ impl Settings {
             .collect::<Result<Vec<_>, _>>()?;
         let api_secret = secret(raw.api_secret, "API_SECRET", 32)?;
         let agent_secret = secret(raw.agent_secret, "AGENT_SECRET", 16)?;
+        let agent_secret_previous = secret(raw.agent_secret_previous, "AGENT_SECRET_PREVIOUS", 16)?;
         if app_env == AppEnv::Production {
             if api_secret.is_none() {
                 return Err(ConfigError::invalid(
@@ -458,6 +535,54 @@ impl Settings {
                 &raw.reconciliation_run_timeout_ms,
                 100,
                 86_400_000,
+            )?,
+            agent_url_allow_private: match non_empty(raw.agent_url_allow_private) {
+                Some(value) => boolean("AGENT_URL_ALLOW_PRIVATE", &value)?,
+                None => app_env == AppEnv::Development,
+            },
+            agent_secret_previous,
+            auth_failures_per_min: int(
+                "AUTH_FAILURES_PER_MIN",
+                &raw.auth_failures_per_min,
+                1,
+                1_000_000,
+            )?,
+            auth_bcrypt_concurrency: int(
+                "AUTH_BCRYPT_CONCURRENCY",
+                &raw.auth_bcrypt_concurrency,
+                1,
+                64,
+            )?,
+            auth_bcrypt_queue: int("AUTH_BCRYPT_QUEUE", &raw.auth_bcrypt_queue, 0, 10_000)?,
+            agent_preauth_max_bytes: int(
+                "AGENT_PREAUTH_MAX_BYTES",
+                &raw.agent_preauth_max_bytes,
+                1_024,
+                32 * 1024 * 1024,
+            )?,
+            agent_preauth_budget_bytes: int(
+                "AGENT_PREAUTH_BUDGET_BYTES",
+                &raw.agent_preauth_budget_bytes,
+                0,
+                1024 * 1024 * 1024,
+            )?,
+            http_header_read_timeout: millis(
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                &raw.http_header_read_timeout_ms,
+                100,
+                600_000,
+            )?,
+            http_idle_timeout: millis(
+                "HTTP_IDLE_TIMEOUT_MS",
+                &raw.http_idle_timeout_ms,
+                100,
+                3_600_000,
+            )?,
+            http_max_connections: int(
+                "HTTP_MAX_CONNECTIONS",
+                &raw.http_max_connections,
+                1,
+                100_000,
             )?,
         })
     }

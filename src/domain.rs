@@ -119,7 +119,8 @@ pub fn validate_text(value: &str) -> Result<(), ValidationError> {
     }
 }
 
-/// An absolute http(s) URL of at most 500 characters, without credentials.
+/// An absolute http(s) URL of at most 500 characters, without credentials, query or fragment
+/// (paths are appended to it segment by segment: a query would swallow them).
 pub fn validate_http_url(value: &str) -> Result<(), ValidationError> {
     if value.len() > 500 {
         return Err(error("url", "must be at most 500 characters"));
@@ -130,10 +131,19 @@ pub fn validate_http_url(value: &str) -> Result<(), ValidationError> {
     }
     match url::Url::parse(value) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-            if url.username().is_empty() && url.password().is_none() {
-                Ok(())
-            } else {
+            if !url.username().is_empty() || url.password().is_some() {
                 Err(error("url", "must not embed credentials"))
+            } else if url.query().is_some() || url.fragment().is_some() {
+                Err(error("url", "must not have a query or a fragment"))
+            } else if url.as_str().len() > 500 {
+                // What is stored is the normalised form (a trailing '/', punycode, escapes),
+                // which can be longer than what was sent.
+                Err(error(
+                    "url",
+                    "must be at most 500 characters once normalised",
+                ))
+            } else {
+                Ok(())
             }
         }
         _ => Err(error("url", "must be an absolute http(s) URL")),

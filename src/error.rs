@@ -44,6 +44,12 @@ pub enum AppError {
     RateLimited { retry_after: Duration },
     #[error("{0}")]
     Unavailable(String),
+    /// Too busy to take this request now (a bounded queue is full): 503 with `Retry-After`.
+    #[error("{message}; retry in {} s", retry_after.as_secs().max(1))]
+    Overloaded {
+        message: &'static str,
+        retry_after: Duration,
+    },
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("redis error")]
@@ -79,7 +85,7 @@ impl AppError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Redis(_) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -101,7 +107,7 @@ impl AppError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable(_) => "service_unavailable",
+            Self::Unavailable(_) | Self::Overloaded { .. } => "service_unavailable",
             Self::Database(_) | Self::Redis(_) | Self::Internal(_) => "internal_error",
         }
     }
@@ -127,7 +133,9 @@ pub struct ErrorDetail {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() && !matches!(self, Self::Unavailable(_)) {
+        if status.is_server_error()
+            && !matches!(self, Self::Unavailable(_) | Self::Overloaded { .. })
+        {
             // `{:#}`-style chain: the variant's own message says nothing, its source does.
             let source = std::error::Error::source(&self).map(|s| s.to_string());
             tracing::error!(error.code = self.code(), error.source = ?source, error.debug = ?self, "request failed");
@@ -140,7 +148,9 @@ impl IntoResponse for AppError {
             _ => None,
         };
         let retry_after = match &self {
-            Self::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
+            Self::RateLimited { retry_after } | Self::Overloaded { retry_after, .. } => {
+                Some(retry_after.as_secs().max(1))
+            }
             _ => None,
         };
         let body = ErrorBody {

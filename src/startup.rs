@@ -1,13 +1,11 @@
 //! Building and running the service: the same code path for `main` and the tests.
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Settings, db, state::AppState};
+use crate::{config::Settings, db, http::server::ServerLimits, state::AppState};
 
 pub struct Application {
     listener: TcpListener,
@@ -31,6 +29,9 @@ impl Application {
             .await
             .with_context(|| format!("binding {address}"))?;
         let state = AppState::new(settings, pool, redis)?;
+        if state.settings.agent_secret_previous.is_some() {
+            state.agents.reseal_signing_secrets().await?;
+        }
         Ok(Self { listener, state })
     }
 
@@ -72,11 +73,12 @@ impl Application {
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "erp-sync listening");
         let app = crate::http::router(self.state.clone());
-        let served = axum::serve(
+        crate::http::server::serve(
             self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            ServerLimits::from_settings(&self.state.settings),
+            shutdown.clone(),
         )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
         shutdown.cancel();
         tasks.close();
@@ -87,19 +89,23 @@ impl Application {
         self.state.alerts.drain().await;
         self.state.reconciliation.shutdown().await;
         tracing::info!("erp-sync stopped");
-        served.context("HTTP server failed")
+        Ok(())
     }
 }
 
 /// In-process upkeep that needs no coordination between replicas.
 fn spawn_housekeeping(tasks: &TaskTracker, state: &AppState, shutdown: CancellationToken) {
     let limits = state.rate_limits.clone();
+    let agents = state.agents.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => limits.retain_recent(),
+                _ = tick.tick() => {
+                    limits.retain_recent();
+                    agents.retain_recent();
+                }
             }
         }
     });

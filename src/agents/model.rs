@@ -32,7 +32,9 @@ pub enum AgentHealth {
 #[validate(schema(function = "validate_token"))]
 pub struct RegisterAgent {
     pub vendor_id: VendorId,
-    /// Absolute http(s) URL erp-sync calls the agent at, without credentials.
+    /// Absolute http(s) URL erp-sync calls the agent at (https in production), without query
+    /// or fragment; it may not lead to link-local or metadata addresses, nor to loopback or
+    /// private ones unless the deployment allows them. Changing it needs the admin key.
     #[validate(custom(function = "validate_http_url"))]
     #[schema(
         format = "uri",
@@ -69,6 +71,28 @@ pub struct Heartbeat {
     #[validate(length(min = 1, max = 50), custom(function = "validate_line"))]
     #[schema(schema_with = schema::optional_line::<1, 50>)]
     pub version: Option<String>,
+}
+
+/// The answer to a registration or rotation: the agent, and its new signing secret, shown
+/// this once and never again.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredAgent {
+    #[serde(flatten)]
+    pub agent: AgentView,
+    /// `whsec_` + base64 of 32 random bytes: the key (the decoded base64 part) this agent
+    /// verifies erp-sync's calls with, per Standard Webhooks. Returned only here.
+    #[schema(example = "whsec_ZXhhbXBsZS1zaWduaW5nLXNlY3JldC0zMi1ieXRlcyE=")]
+    pub signing_secret: String,
+}
+
+impl std::fmt::Debug for RegisteredAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredAgent")
+            .field("agent", &self.agent)
+            .field("signing_secret", &"[REDACTED]")
+            .finish()
+    }
 }
 
 /// An agent as the API shows it: never its token or hash.

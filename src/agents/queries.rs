@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+use super::client::{ROTATION_GRACE, StoredSigning};
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentRecord {
     pub id: Uuid,
@@ -17,6 +19,8 @@ pub struct AgentRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deregistered_at: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    pub signing: StoredSigning,
 }
 
 pub struct NewAgent<'a> {
@@ -25,25 +29,38 @@ pub struct NewAgent<'a> {
     pub erp_type: &'a str,
     pub version: Option<&'a str>,
     pub auth_token_hash: &'a str,
+    pub signing_secret_sealed: &'a [u8],
 }
 
 const COLUMNS: &str = "id, vendor_id, agent_url, erp_type, status, last_heartbeat, version, \
-                       auth_token_hash, created_at, updated_at, deregistered_at";
+                       auth_token_hash, created_at, updated_at, deregistered_at, \
+                       signing_secret_sealed, previous_signing_secret_sealed, \
+                       previous_signing_secret_expires_at";
 
-/// Inserts or replaces the agent of a vendor; `true` when the row is new. Re-registering
-/// clears a deregistration; the status stays as the heartbeats make it.
+/// The secret being replaced keeps signing, beside the new one, for [`ROTATION_GRACE`];
+/// a legacy agent (no secret of its own) has nothing to keep.
+const ROTATE_SIGNING_SECRET: &str = "
+    previous_signing_secret_sealed = agent_registry.signing_secret_sealed,
+    previous_signing_secret_expires_at =
+        CASE WHEN agent_registry.signing_secret_sealed IS NULL THEN NULL ELSE now() + $7 END";
+
+/// Inserts or replaces the agent of a vendor (the admin's registration); `true` when the row
+/// is new. Re-registering clears a deregistration and rotates the signing secret; the status
+/// stays as the heartbeats make it.
 pub async fn upsert(
     db: impl PgExecutor<'_>,
     agent: &NewAgent<'_>,
 ) -> sqlx::Result<(AgentRecord, bool)> {
     let sql = format!(
-        "INSERT INTO agent_registry (vendor_id, agent_url, erp_type, version, auth_token_hash)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO agent_registry (vendor_id, agent_url, erp_type, version, auth_token_hash, signing_secret_sealed)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (vendor_id) DO UPDATE SET
              agent_url = excluded.agent_url,
              erp_type = excluded.erp_type,
              version = COALESCE(excluded.version, agent_registry.version),
              auth_token_hash = excluded.auth_token_hash,
+             signing_secret_sealed = excluded.signing_secret_sealed,
+             {ROTATE_SIGNING_SECRET},
              deregistered_at = NULL,
              updated_at = now()
          RETURNING {COLUMNS}, (xmax = 0) AS inserted"
@@ -54,9 +71,67 @@ pub async fn upsert(
         .bind(agent.erp_type)
         .bind(agent.version)
         .bind(agent.auth_token_hash)
+        .bind(agent.signing_secret_sealed)
+        .bind(ROTATION_GRACE)
         .fetch_one(db)
         .await?;
     Ok((row.agent, row.inserted))
+}
+
+/// An agent rotating its own token (and signing secret): only while the token it proved is
+/// still the current one and the agent is not deregistered, so a rotation racing another
+/// rotation or a deregistration changes nothing. The URL is not the agent's to change.
+/// `None` when the condition no longer holds.
+pub async fn rotate(
+    db: impl PgExecutor<'_>,
+    agent: &NewAgent<'_>,
+    verified_hash: &str,
+) -> sqlx::Result<Option<AgentRecord>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE agent_registry SET
+             erp_type = $2,
+             version = COALESCE($3, version),
+             auth_token_hash = $4,
+             signing_secret_sealed = $6,
+             {ROTATE_SIGNING_SECRET},
+             updated_at = now()
+         WHERE vendor_id = $1 AND auth_token_hash = $5 AND deregistered_at IS NULL
+         RETURNING {COLUMNS}"
+    )))
+    .bind(agent.vendor_id)
+    .bind(agent.erp_type)
+    .bind(agent.version)
+    .bind(agent.auth_token_hash)
+    .bind(verified_hash)
+    .bind(agent.signing_secret_sealed)
+    .bind(ROTATION_GRACE)
+    .fetch_optional(db)
+    .await
+}
+
+/// Replaces sealed signing secrets (master-secret rotation), only if they are still the
+/// values read: a registration in between wins.
+pub async fn reseal(
+    db: impl PgExecutor<'_>,
+    vendor_id: &str,
+    read: &StoredSigning,
+    resealed: &StoredSigning,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE agent_registry
+         SET signing_secret_sealed = $4, previous_signing_secret_sealed = $5
+         WHERE vendor_id = $1
+           AND signing_secret_sealed IS NOT DISTINCT FROM $2
+           AND previous_signing_secret_sealed IS NOT DISTINCT FROM $3",
+    )
+    .bind(vendor_id)
+    .bind(&read.signing_secret_sealed)
+    .bind(&read.previous_signing_secret_sealed)
+    .bind(&resealed.signing_secret_sealed)
+    .bind(&resealed.previous_signing_secret_sealed)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 #[derive(sqlx::FromRow)]

@@ -10,7 +10,7 @@ use axum::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    model::{AgentView, Heartbeat, RegisterAgent},
+    model::{AgentView, Heartbeat, RegisterAgent, RegisteredAgent},
     service::RegistrationCaller,
 };
 use crate::{
@@ -32,21 +32,25 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_agent, deregister))
 }
 
-/// Register an agent, or rotate its token and URL.
+/// Register an agent, or rotate its token and signing secret.
 ///
 /// Needs the admin API key (any vendor), or the vendor's current agent token (that vendor
-/// only: rotation). 201 when the agent is new, 200 when it was rotated. Per client address:
-/// 10 registrations a minute with the admin key, and 10 attempts a minute without a valid
-/// admin key (wrong or missing credentials, token rotations); the admin never meets the
-/// second limit.
+/// only: rotation, with the same `agentUrl`; changing it needs the admin key). 201 when the
+/// agent is new, 200 when it was rotated; both carry the new `signingSecret`, shown only
+/// here. Per client address: 10 registrations a minute with the admin key, and 10 attempts a
+/// minute without a valid admin key (wrong or missing credentials, token rotations); the admin
+/// never meets the second limit.
 #[utoipa::path(
     post, path = "/api/agents/register", tag = "agents",
     request_body = RegisterAgent,
     responses(
         JsonBodyErrors, RateLimited,
-        (status = 201, description = "Agent registered", body = AgentView),
-        (status = 200, description = "Token or URL rotated", body = AgentView),
+        (status = 201, description = "Agent registered", body = RegisteredAgent),
+        (status = 200, description = "Token and signing secret rotated", body = RegisteredAgent),
         (status = 401, description = "Neither the admin key nor the vendor's current token", body = ErrorBody),
+        (status = 403, description = "An agent token tried to change agentUrl", body = ErrorBody),
+        (status = 422, description = "Invalid body, or an agentUrl this deployment may not call", body = ErrorBody),
+        (status = 503, description = "AGENT_SECRET not configured, or too many authentications in progress", body = ErrorBody),
     ),
     security(("api_key" = []), ("agent_token" = []))
 )]
@@ -55,7 +59,7 @@ async fn register(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ValidJson(request): ValidJson<RegisterAgent>,
-) -> Result<(StatusCode, Json<AgentView>), AppError> {
+) -> Result<(StatusCode, Json<RegisteredAgent>), AppError> {
     let limits = &state.rate_limits;
     // A presented API key is judged on its own: a wrong key is never "rescued" by a token.
     // Only a valid admin key skips the budget of unverified attempts, so others' failures from
@@ -70,7 +74,10 @@ async fn register(
     } else {
         limits.register_unverified.check(&client.ip())?;
         match bearer_token(&headers)? {
-            Some(token) => RegistrationCaller::Agent { token },
+            Some(token) => RegistrationCaller::Agent {
+                token,
+                client: client.ip(),
+            },
             None => {
                 return Err(AppError::Unauthorized(
                     "registering needs the admin API key, or the vendor's current agent token to rotate it",

@@ -1,26 +1,25 @@
 //! Agent registry: registration and rotation, heartbeats, health, and token verification.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use moka::future::Cache;
+use secrecy::ExposeSecret;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{
-    model::{AgentHealth, AgentView, ErpType, RegisterAgent},
+    address::AddressPolicy,
+    client::StoredSigning,
+    model::{AgentHealth, AgentView, ErpType, RegisterAgent, RegisteredAgent},
     queries::{self, AgentRecord, NewAgent, StatusChange},
+    signing::{self, Sealer},
+    tokens::TokenVerifier,
 };
 use crate::{config::Settings, domain::validate_vendor_id, error::AppError};
 
-const BCRYPT_COST: u32 = 10;
-/// How long a verified token is trusted without bcrypt. Rotation and deregistration take
-/// effect at once regardless: the cache key includes the stored hash.
-const VERIFIED_TTL: Duration = Duration::from_secs(300);
-/// A wrong token is remembered briefly so a misconfigured agent hammering us costs no bcrypt.
-const REJECTED_TTL: Duration = Duration::from_secs(30);
+const REGISTRATION_REFUSED: &str =
+    "registering needs the admin API key, or the vendor's current agent token to rotate it";
 
 /// The vendor a request's bearer token was verified for.
 #[derive(Debug, Clone)]
@@ -30,20 +29,22 @@ pub struct AuthenticatedAgent {
     pub status: String,
 }
 
-/// Who asks for a registration: the admin, or an agent presenting a token.
+/// Who asks for a registration: the admin, or an agent presenting a token from an address.
 pub enum RegistrationCaller<'a> {
     Admin,
-    Agent { token: &'a str },
+    Agent { token: &'a str, client: IpAddr },
 }
 
 #[derive(Clone)]
 pub struct AgentService {
     db: PgPool,
-    verified: Cache<[u8; 32], ()>,
-    rejected: Cache<[u8; 32], ()>,
-    /// bcrypt is ~50 ms of CPU: bound how many run at once so a flood of bad tokens cannot
-    /// starve the blocking pool.
-    bcrypt_permits: Arc<Semaphore>,
+    tokens: Arc<TokenVerifier>,
+    /// Unauthenticated body bytes beyond the per-request window, held by all requests at once
+    /// (permits are bytes).
+    preauth_budget: Arc<Semaphore>,
+    /// `None` without `AGENT_SECRET`: no signing secret can be sealed, so nothing registers.
+    sealer: Option<Sealer>,
+    policy: AddressPolicy,
     degraded_after: Duration,
     offline_after: Duration,
 }
@@ -52,52 +53,149 @@ impl AgentService {
     pub fn new(db: PgPool, settings: &Settings) -> Self {
         Self {
             db,
-            verified: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(VERIFIED_TTL)
-                .build(),
-            rejected: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(REJECTED_TTL)
-                .build(),
-            bcrypt_permits: Arc::new(Semaphore::new(4)),
+            tokens: Arc::new(TokenVerifier::new(settings)),
+            preauth_budget: Arc::new(Semaphore::new(settings.agent_preauth_budget_bytes)),
+            sealer: Sealer::from_settings(settings),
+            policy: AddressPolicy::from_settings(settings),
             degraded_after: settings.agent_degraded_after,
             offline_after: settings.agent_offline_after,
         }
     }
 
-    /// Registers a vendor's agent (201 when new) or rotates its token and URL (200). Only the
-    /// admin may create one; an agent may only re-register itself with its current token.
+    /// Registers a vendor's agent (201 when new) or rotates its token and signing secret
+    /// (200); either way the answer carries the new `signingSecret`, once. Only the admin may
+    /// create an agent or change its URL; an agent may only rotate itself, with its current
+    /// token.
     pub async fn register(
         &self,
         request: &RegisterAgent,
         caller: RegistrationCaller<'_>,
-    ) -> Result<(AgentView, bool), AppError> {
-        if let RegistrationCaller::Agent { token } = caller {
-            match self.verify_current_token(&request.vendor_id, token).await? {
-                TokenCheck::Valid(_) => {}
-                // Unknown vendor or wrong token: the same answer, so nobody learns which.
-                TokenCheck::UnknownVendor | TokenCheck::Invalid => {
-                    return Err(AppError::Unauthorized(
-                        "registering needs the admin API key, or the vendor's current agent token to rotate it",
-                    ));
+    ) -> Result<(RegisteredAgent, bool), AppError> {
+        let sealer = self.sealer.as_ref().ok_or_else(|| {
+            AppError::Unavailable(
+                "AGENT_SECRET is not configured: agents cannot be given a signing secret".into(),
+            )
+        })?;
+        // The caller is known before anything costs: DNS, bcrypt of the new token.
+        let rotating = match caller {
+            RegistrationCaller::Admin => None,
+            RegistrationCaller::Agent { token, client } => {
+                match self
+                    .verify_current_token(&request.vendor_id, token, client)
+                    .await?
+                {
+                    TokenCheck::Valid(record) => Some(record),
+                    // Unknown vendor or wrong token: the same answer, so nobody learns which.
+                    TokenCheck::UnknownVendor | TokenCheck::Invalid => {
+                        return Err(AppError::Unauthorized(REGISTRATION_REFUSED));
+                    }
                 }
             }
+        };
+        let agent_url = self.check_agent_url(&request.agent_url).await?;
+        if let Some(current) = &rotating
+            && normalized(&current.agent_url) != agent_url
+        {
+            return Err(AppError::Forbidden(
+                "changing agentUrl needs the admin API key",
+            ));
         }
-        let hash = hash_token(request.auth_token.clone()).await?;
-        let (record, created) = queries::upsert(
-            &self.db,
-            &NewAgent {
-                vendor_id: &request.vendor_id,
-                agent_url: request.agent_url.as_str(),
-                erp_type: request.erp_type.as_str(),
-                version: request.version.as_deref(),
-                auth_token_hash: &hash,
+        let hash = self.tokens.hash(request.auth_token.clone()).await?;
+        let secret = signing::generate_secret();
+        let sealed = sealer.seal(&request.vendor_id, &secret.key);
+        let agent = NewAgent {
+            vendor_id: &request.vendor_id,
+            agent_url: &agent_url,
+            erp_type: request.erp_type.as_str(),
+            version: request.version.as_deref(),
+            auth_token_hash: &hash,
+            signing_secret_sealed: &sealed,
+        };
+        let (record, created) = match &rotating {
+            None => queries::upsert(&self.db, &agent).await?,
+            Some(current) => {
+                let record = queries::rotate(&self.db, &agent, &current.auth_token_hash)
+                    .await?
+                    // Rotated or deregistered meanwhile: the token proved is no longer current.
+                    .ok_or(AppError::Unauthorized(REGISTRATION_REFUSED))?;
+                (record, false)
+            }
+        };
+        tracing::info!(vendor_id = %record.vendor_id, created, "agent registered; signing secret issued");
+        Ok((
+            RegisteredAgent {
+                agent: self.view(record),
+                signing_secret: secret.whsec.expose_secret().to_owned(),
             },
-        )
-        .await?;
-        tracing::info!(vendor_id = %record.vendor_id, created, "agent registered");
-        Ok((self.view(record), created))
+            created,
+        ))
+    }
+
+    /// The URL as it will be stored (normalised), if this deployment may call it.
+    async fn check_agent_url(&self, raw: &str) -> Result<String, AppError> {
+        let refused = |reason: String| {
+            AppError::validation(
+                format!("agentUrl refused: {reason}"),
+                json!({ "agentUrl": [reason] }),
+            )
+        };
+        let url = url::Url::parse(raw).map_err(|e| refused(e.to_string()))?;
+        self.policy
+            .check_registration(&url)
+            .await
+            .map_err(|e| refused(e.0))?;
+        Ok(url.into())
+    }
+
+    /// Re-seals every signing secret still sealed under `AGENT_SECRET_PREVIOUS` with the
+    /// current `AGENT_SECRET` (start-up, after a master-secret rotation); returns how many
+    /// agents changed. Secrets that open under neither are left for an operator (logged).
+    pub async fn reseal_signing_secrets(&self) -> Result<u64, AppError> {
+        let Some(sealer) = &self.sealer else {
+            return Ok(0);
+        };
+        let mut changed = 0;
+        for record in queries::find_all(&self.db).await? {
+            let read = &record.signing;
+            let stale =
+                |sealed: &Option<Vec<u8>>| sealed.as_deref().is_some_and(|s| sealer.is_stale(s));
+            if !stale(&read.signing_secret_sealed) && !stale(&read.previous_signing_secret_sealed) {
+                continue;
+            }
+            let reseal = |sealed: &Option<Vec<u8>>| -> Result<Option<Vec<u8>>, signing::SealError> {
+                match sealed {
+                    Some(s) if sealer.is_stale(s) => {
+                        let key = sealer.open(&record.vendor_id, s)?;
+                        Ok(Some(sealer.seal(&record.vendor_id, &key)))
+                    }
+                    other => Ok(other.clone()),
+                }
+            };
+            let resealed = match (
+                reseal(&read.signing_secret_sealed),
+                reseal(&read.previous_signing_secret_sealed),
+            ) {
+                (Ok(current), Ok(previous)) => StoredSigning {
+                    signing_secret_sealed: current,
+                    previous_signing_secret_sealed: previous,
+                    previous_signing_secret_expires_at: read.previous_signing_secret_expires_at,
+                },
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::error!(vendor_id = %record.vendor_id, %error, "cannot re-seal the agent's signing secret; rotate the agent");
+                    continue;
+                }
+            };
+            if queries::reseal(&self.db, &record.vendor_id, read, &resealed).await? {
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            tracing::info!(
+                agents = changed,
+                "signing secrets re-sealed under the current AGENT_SECRET"
+            );
+        }
+        Ok(changed)
     }
 
     pub async fn heartbeat(
@@ -215,6 +313,7 @@ impl AgentService {
         &self,
         vendor_id: &str,
         token: &str,
+        client: IpAddr,
     ) -> Result<AuthenticatedAgent, AppError> {
         // No query for an id no vendor can have (a NUL byte would fail in Postgres).
         if validate_vendor_id(vendor_id).is_err() {
@@ -223,7 +322,7 @@ impl AgentService {
                 json!({ "vendorId": ["must be 1-100 characters of letters, digits, '-', '_', '.' or ':'"] }),
             ));
         }
-        match self.verify_current_token(vendor_id, token).await? {
+        match self.verify_current_token(vendor_id, token, client).await? {
             TokenCheck::Valid(record) => Ok(AuthenticatedAgent {
                 vendor_id: record.vendor_id,
                 agent_url: record.agent_url,
@@ -238,42 +337,55 @@ impl AgentService {
         }
     }
 
+    /// Takes `bytes` of the process-wide budget of unauthenticated body bytes, for as long
+    /// as the permit lives; 503 + `Retry-After` when it is spent.
+    pub fn hold_unauthenticated(&self, bytes: usize) -> Result<OwnedSemaphorePermit, AppError> {
+        u32::try_from(bytes)
+            .ok()
+            .and_then(|n| self.preauth_budget.clone().try_acquire_many_owned(n).ok())
+            .ok_or(AppError::Overloaded {
+                message: "too many unauthenticated request bytes in flight",
+                retry_after: Duration::from_secs(1),
+            })
+    }
+
+    /// 429 when this client has spent its failed-authentication budget: checked before
+    /// reading more of its body.
+    pub fn check_client(&self, client: IpAddr) -> Result<(), AppError> {
+        self.tokens.check_client(client)
+    }
+
+    /// bcrypt verifications started so far (tests, metrics).
+    pub fn bcrypt_runs(&self) -> u64 {
+        self.tokens.bcrypt_runs()
+    }
+
+    /// Forgets failure budgets that are full again (called periodically).
+    pub fn retain_recent(&self) {
+        self.tokens.retain_recent();
+    }
+
     async fn verify_current_token(
         &self,
         vendor_id: &str,
         token: &str,
+        client: IpAddr,
     ) -> Result<TokenCheck, AppError> {
         let Some(record) = queries::find_by_vendor_id(&self.db, vendor_id).await? else {
+            self.tokens.refused_without_bcrypt(client)?;
             return Ok(TokenCheck::UnknownVendor);
         };
         if record.deregistered_at.is_some() {
+            self.tokens.refused_without_bcrypt(client)?;
             return Ok(TokenCheck::Invalid);
         }
-        let key = cache_key(vendor_id, token, &record.auth_token_hash);
-        if self.verified.contains_key(&key) {
-            return Ok(TokenCheck::Valid(Box::new(record)));
-        }
-        if self.rejected.contains_key(&key) {
-            return Ok(TokenCheck::Invalid);
-        }
-        let permit = self
-            .bcrypt_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| AppError::Internal(e.into()))?;
-        let (token, hash) = (token.to_owned(), record.auth_token_hash.clone());
-        let valid = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            bcrypt::verify(token, &hash).unwrap_or(false)
-        })
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
-        if valid {
-            self.verified.insert(key, ()).await;
+        if self
+            .tokens
+            .verify(vendor_id, &record.auth_token_hash, token, client)
+            .await?
+        {
             Ok(TokenCheck::Valid(Box::new(record)))
         } else {
-            self.rejected.insert(key, ()).await;
             Ok(TokenCheck::Invalid)
         }
     }
@@ -285,23 +397,9 @@ enum TokenCheck {
     Invalid,
 }
 
-/// SHA-256 over vendor, token and the stored hash: the token itself is never kept, and a new
-/// hash (rotation) makes every old entry unreachable.
-fn cache_key(vendor_id: &str, token: &str, stored_hash: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    for part in [vendor_id, token, stored_hash] {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
-    }
-    hasher.finalize().into()
-}
-
-async fn hash_token(token: secrecy::SecretString) -> Result<String, AppError> {
-    use secrecy::ExposeSecret;
-    tokio::task::spawn_blocking(move || bcrypt::hash(token.expose_secret(), BCRYPT_COST))
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?
-        .map_err(|e| AppError::Internal(e.into()))
+/// A URL as [`AgentService::check_agent_url`] stores it (older rows may be stored raw).
+fn normalized(raw: &str) -> String {
+    url::Url::parse(raw).map_or_else(|_| raw.to_owned(), String::from)
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {

@@ -19,27 +19,33 @@ use crate::error::AppError;
 
 /// Reads the body bytes, refusing a wrong content type, a compressed body or an oversized body.
 pub async fn read_json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, AppError> {
+    require_json(req.headers())?;
+    Bytes::from_request(req, state)
+        .await
+        .map_err(bytes_rejection)
+}
+
+/// 415 unless the request says its body is JSON.
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), AppError> {
     // A gzip body would otherwise be read as (malformed) JSON: say what is wrong instead.
-    if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING)
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
         && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
     {
         return Err(AppError::UnsupportedMediaType(
             "Content-Encoding is not supported: send the JSON body uncompressed".into(),
         ));
     }
-    let is_json = req
-        .headers()
+    let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(is_json_media_type);
-    if !is_json {
-        return Err(AppError::UnsupportedMediaType(
+    if is_json {
+        Ok(())
+    } else {
+        Err(AppError::UnsupportedMediaType(
             "expected a request with Content-Type: application/json".into(),
-        ));
+        ))
     }
-    Bytes::from_request(req, state)
-        .await
-        .map_err(bytes_rejection)
 }
 
 fn bytes_rejection(rejection: BytesRejection) -> AppError {

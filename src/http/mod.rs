@@ -6,6 +6,8 @@ pub mod extract;
 pub mod openapi;
 pub mod rate_limit;
 pub mod responses;
+pub mod server;
+pub mod vendor_probe;
 
 use std::time::Duration;
 

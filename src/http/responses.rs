@@ -5,7 +5,7 @@
 //! | the handler takes | add |
 //! |---|---|
 //! | `AdminAuth` | [`AdminErrors`] |
-//! | `AgentJson<T>` / `AgentRequest` | [`AgentErrors`], [`JsonBodyErrors`] |
+//! | `AgentJson<T>` / `AgentRequest` | [`AgentErrors`] (401, 404, the failed-auth 429), [`JsonBodyErrors`] |
 //! | `ValidJson<T>` | [`JsonBodyErrors`] |
 //! | `Path<T>` | [`PathErrors`] |
 //! | `Query<T>` (filters, `Pagination`) | [`QueryErrors`] |
@@ -35,6 +35,13 @@ pub enum AgentErrors {
     /// No agent is registered for the body's `vendorId`.
     #[response(status = 404)]
     UnknownVendor(ErrorBody),
+    /// Too many failed authentications from this client address or for this vendor, refused
+    /// before any bcrypt (`rate_limited`).
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds until an attempt is allowed again"))
+    )]
+    TooManyFailures(ErrorBody),
 }
 
 /// Routes that read a JSON body. Nothing is written when one of these is returned.

@@ -384,7 +384,11 @@ impl ResolvedCodes {
 
 /// Parses and validates every record on its own, then keeps, for each key, the record with
 /// the latest `lastModifiedAt` (the later one in the request on a tie); earlier duplicates are
-/// reported `stale`. Returns the survivors in key order and the results so far.
+/// reported `stale`. Returns the survivors sorted by key, and the results so far.
+///
+/// Sorted by key so that every upsert locks its rows in one global order: two requests
+/// writing the same keys in opposite orders would otherwise deadlock. (Results are put back
+/// in request order by [`IngestReport::from_results`].)
 fn prepare<'a, T: IngestRecord<'a>>(raws: &[&'a RawValue]) -> (Vec<(usize, T)>, Vec<RecordResult>) {
     let mut results = Vec::new();
     let mut latest: HashMap<String, (usize, T)> = HashMap::with_capacity(raws.len());
@@ -414,8 +418,6 @@ fn prepare<'a, T: IngestRecord<'a>>(raws: &[&'a RawValue]) -> (Vec<(usize, T)>, 
         }
     }
     let mut survivors: Vec<(usize, T)> = latest.into_values().collect();
-    // Every request writes its keys in the same (sorted) order, so two concurrent requests in
-    // their own transactions never wait on each other's row locks in a cycle (deadlock).
     survivors.sort_unstable_by(|(_, a), (_, b)| a.key().cmp(b.key()));
     (survivors, results)
 }

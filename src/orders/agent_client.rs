@@ -1,20 +1,22 @@
-//! Calls to the vendors' agents: `POST {agentUrl}/sync/create-order`, authenticated with
-//! `AGENT_SECRET`, signed the Standard Webhooks way so agents can verify and refuse replays.
-//! See docs/agent-protocol.md.
+//! Calls to the vendors' agents: `POST {agentUrl}/sync/create-order`, over the SSRF-checked
+//! transport and signed with the agent's own secret the Standard Webhooks way (see
+//! [`crate::agents::client`] and docs/agent-protocol.md).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use reqwest::{StatusCode, header};
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
-use sha2::Sha256;
 
-use crate::config::Settings;
+use crate::{
+    agents::client::{AgentHttp, AgentTarget, TransportError},
+    config::Settings,
+};
 
 /// Longest agent answer read; anything longer is not an answer to create-order.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// How much of an agent's answer is kept in a job's error (operators read it; it is never
+/// shown to a vendor), with control characters removed.
+const ERROR_EXCERPT_CHARS: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentCallError {
@@ -26,6 +28,9 @@ pub enum AgentCallError {
     },
     #[error("agent unreachable: {0}")]
     Transport(String),
+    /// Not called at all: the agent's address, scheme or signing secret is refused.
+    #[error("agent not called: {0}")]
+    Refused(String),
     #[error("agent answered 200 without a usable erpReference: {0}")]
     BadResponse(String),
 }
@@ -36,7 +41,7 @@ impl AgentCallError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            Self::Transport(_) | Self::BadResponse(_) => true,
+            Self::Transport(_) | Self::BadResponse(_) | Self::Refused(_) => true,
         }
     }
 
@@ -59,67 +64,50 @@ pub enum CreateOrderOutcome {
 
 #[derive(Clone)]
 pub struct AgentClient {
-    http: reqwest::Client,
-    secret: SecretString,
+    http: AgentHttp,
 }
 
 impl AgentClient {
-    /// `None` without `AGENT_SECRET`: erp-sync never calls an agent unauthenticated.
+    /// `None` without `AGENT_SECRET`: erp-sync never calls an agent unsigned.
     pub fn new(settings: &Settings) -> anyhow::Result<Option<Self>> {
-        let Some(secret) = settings.agent_secret.clone() else {
-            return Ok(None);
-        };
-        let http = reqwest::Client::builder()
-            .timeout(settings.agent_timeout)
-            .connect_timeout(settings.agent_timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("erp-sync/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Some(Self { http, secret }))
+        Ok(AgentHttp::new(settings)?.map(|http| Self { http }))
+    }
+
+    pub fn http(&self) -> &AgentHttp {
+        &self.http
     }
 
     pub async fn create_order(
         &self,
-        agent_url: &str,
+        agent: &AgentTarget<'_>,
         job_id: &str,
         correlation_id: &str,
         body: &serde_json::Value,
     ) -> Result<CreateOrderOutcome, AgentCallError> {
-        let url = format!("{}/sync/create-order", agent_url.trim_end_matches('/'));
-        let body =
-            serde_json::to_vec(body).map_err(|e| AgentCallError::BadResponse(e.to_string()))?;
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let signature = sign(self.secret.expose_secret(), job_id, timestamp, &body);
-        let response = self
+        let mut request = self
             .http
-            .post(&url)
-            .bearer_auth(self.secret.expose_secret())
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("x-correlation-id", correlation_id)
-            .header("idempotency-key", job_id)
-            .header("webhook-id", job_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| AgentCallError::Transport(transport_kind(&e)))?;
-        let status = response.status();
+            .request(agent, Method::POST, &["sync", "create-order"])
+            .map_err(call_error)?
+            .json(body)
+            .map_err(|e| AgentCallError::BadResponse(e.to_string()))?
+            .webhook_id(job_id);
+        for (name, value) in [
+            ("x-correlation-id", correlation_id),
+            ("idempotency-key", job_id),
+        ] {
+            if let Ok(value) = header::HeaderValue::from_str(value) {
+                request = request.header(header::HeaderName::from_static(name), value);
+            }
+        }
+        let response = request.send(MAX_RESPONSE_BYTES).await.map_err(call_error)?;
+        let status = response.status;
         let retry_after = response
-            .headers()
+            .headers
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| AgentCallError::Transport(transport_kind(&e)))?;
-        let text =
-            String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_RESPONSE_BYTES)]).into_owned();
+        let text = excerpt(&response.body);
         match status {
             StatusCode::ACCEPTED => Ok(CreateOrderOutcome::Accepted),
             StatusCode::OK | StatusCode::CREATED => {
@@ -128,76 +116,46 @@ impl AgentClient {
                 struct Done {
                     erp_reference: String,
                 }
-                match serde_json::from_slice::<Done>(&bytes) {
+                match serde_json::from_slice::<Done>(&response.body) {
                     Ok(done)
-                        if !done.erp_reference.trim().is_empty()
+                        if !response.truncated
+                            && !done.erp_reference.trim().is_empty()
                             && done.erp_reference.len() <= 100 =>
                     {
                         Ok(CreateOrderOutcome::Done {
                             erp_reference: done.erp_reference,
                         })
                     }
-                    _ => Err(AgentCallError::BadResponse(truncate(&text, 200))),
+                    _ => Err(AgentCallError::BadResponse(text)),
                 }
             }
             _ => Err(AgentCallError::Status {
                 status: status.as_u16(),
                 retry_after,
-                body: truncate(&text, 500),
+                body: text,
             }),
         }
     }
 }
 
-/// `v1,<base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}"))>` (Standard Webhooks).
-pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
-}
-
-/// The kind of transport failure, without the URL (which may carry a host we should not log
-/// at length) or anything from the request.
-pub(crate) fn transport_kind(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "timed out".into()
-    } else if error.is_connect() {
-        "connection failed".into()
-    } else if error.is_body() || error.is_decode() {
-        "broken response body".into()
-    } else {
-        "request failed".into()
+pub(crate) fn call_error(error: TransportError) -> AgentCallError {
+    match error {
+        TransportError::Refused(reason) => AgentCallError::Refused(reason),
+        other => AgentCallError::Transport(other.to_string()),
     }
 }
 
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        text.to_owned()
-    } else {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &text[..end])
+/// The start of an agent's answer, fit to store: control characters replaced, at most
+/// [`ERROR_EXCERPT_CHARS`] characters.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text
+        .chars()
+        .take(ERROR_EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(ERROR_EXCERPT_CHARS).is_some() {
+        out.push('…');
     }
-}
-
-/// What the other agent calls (reconciliation's reads) share with create-order: the HTTP
-/// client (timeouts, no redirects) and the secret requests are signed with.
-impl AgentClient {
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    pub(crate) fn secret(&self) -> &SecretString {
-        &self.secret
-    }
+    out
 }

@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 
 use super::agent_client::{AgentCallError, AgentClient, CreateOrderOutcome};
 use crate::{
+    agents::client::{AgentTarget, StoredSigning},
     config::Settings,
     ops::alerts::{Alert, AlertKind, AlertService},
 };
@@ -34,7 +35,9 @@ type Breaker = CircuitBreaker<RunCall, BreakerFailure>;
 /// objects) keeps the futures around it provably `Send`.
 pub struct CreateOrderCall {
     pub client: AgentClient,
+    pub vendor_id: String,
     pub agent_url: String,
+    pub signing: StoredSigning,
     pub job_id: String,
     pub correlation_id: String,
     pub body: serde_json::Value,
@@ -59,13 +62,13 @@ impl tower::Service<CreateOrderCall> for RunCall {
 
     fn call(&mut self, call: CreateOrderCall) -> Self::Future {
         Box::pin(async move {
+            let agent = AgentTarget {
+                vendor_id: &call.vendor_id,
+                agent_url: &call.agent_url,
+                signing: &call.signing,
+            };
             call.client
-                .create_order(
-                    &call.agent_url,
-                    &call.job_id,
-                    &call.correlation_id,
-                    &call.body,
-                )
+                .create_order(&agent, &call.job_id, &call.correlation_id, &call.body)
                 .await
         })
     }

@@ -8,6 +8,8 @@ use sqlx::{PgExecutor, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::agents::client::StoredSigning;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncJob {
@@ -198,6 +200,9 @@ pub struct Claimed {
     pub agent_last_heartbeat: Option<DateTime<Utc>>,
     pub agent_registered: bool,
     pub agent_deregistered_at: Option<DateTime<Utc>>,
+    /// The agent's sealed signing secrets, for [`crate::agents::client`].
+    #[sqlx(flatten)]
+    pub agent_signing: StoredSigning,
 }
 
 /// Takes a job for one attempt: pending and due, or processing with its lease run out (the
@@ -220,7 +225,8 @@ pub async fn claim(
              RETURNING {COLUMNS}
          )
          SELECT c.*, a.agent_url, a.last_heartbeat AS agent_last_heartbeat, (a.id IS NOT NULL) AS agent_registered,
-                a.deregistered_at AS agent_deregistered_at
+                a.deregistered_at AS agent_deregistered_at, a.signing_secret_sealed,
+                a.previous_signing_secret_sealed, a.previous_signing_secret_expires_at
          FROM claimed c LEFT JOIN agent_registry a ON a.vendor_id = c.vendor_id"
     )))
     .bind(id)

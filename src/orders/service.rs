@@ -271,7 +271,9 @@ impl OrderSync {
         });
         let call = CreateOrderCall {
             client,
+            vendor_id: job.vendor_id.clone(),
             agent_url,
+            signing: claimed.agent_signing,
             job_id: job.id.to_string(),
             correlation_id: correlation_id.clone(),
             body,

@@ -99,7 +99,7 @@ pub async fn run(
         args.vendor,
         uuid::Uuid::new_v4().simple()
     );
-    let erp = ErpCatalogue::new(http.clone(), &args.url, signer.clone(), &correlation);
+    let erp = ErpCatalogue::direct(http.clone(), &args.url, signer.clone(), &correlation);
     let mut checks = Checks {
         results: Vec::new(),
         report: &mut report,
@@ -112,7 +112,7 @@ pub async fn run(
             base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
         ))
         .expect("a valid secret");
-        let forger = ErpCatalogue::new(http, &args.url, Some(forged), &correlation);
+        let forger = ErpCatalogue::direct(http, &args.url, Some(forged), &correlation);
         let outcome = match forger.checksum(&SkuRange::all()).await {
             Err(ErpError::Call(crate::orders::agent_client::AgentCallError::Status {
                 status: 401 | 403,

@@ -11,17 +11,17 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use reqwest::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use standardwebhooks::Webhook;
 
 use super::range::SkuRange;
 use crate::{
+    agents::client::{AgentHttp, AgentTarget, StoredSigning, transport_error},
     domain::validate_code,
     orders::{
-        agent_client::{AgentCallError, transport_kind, truncate},
+        agent_client::{AgentCallError, call_error, excerpt},
         breaker::{BreakerError, BreakerRegistry},
     },
 };
@@ -34,8 +34,6 @@ pub const API_RECONCILIATION: &str = "reconciliation";
 pub const MAX_CHECKSUM_BYTES: usize = 4 * 1024;
 /// Longest `/sync/items` page read (500 items of 16 KiB each).
 pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
-/// Longest error body kept from an agent's non-2xx answer.
-const MAX_ERROR_BYTES: usize = 4 * 1024;
 
 #[derive(Debug)]
 pub enum ErpError {
@@ -98,24 +96,14 @@ pub struct ErpItem {
     pub raw: Box<RawValue>,
 }
 
-/// How requests are signed: a Standard Webhooks key, and the bearer token sent beside it.
+/// How `agent-check` signs its requests: the `whsec_` secret an agent author gives it.
 #[derive(Clone)]
 pub struct Signer {
     webhook: Arc<Webhook>,
-    bearer: Option<SecretString>,
 }
 
 impl Signer {
-    /// What create-order uses today: the shared `AGENT_SECRET`, as HMAC key and bearer token.
-    pub fn shared_secret(secret: &SecretString) -> Self {
-        let key = secret.expose_secret().as_bytes().to_vec();
-        Self {
-            webhook: Arc::new(Webhook::from_bytes(key).expect("any key length is accepted")),
-            bearer: Some(secret.clone()),
-        }
-    }
-
-    /// An agent's own `whsec_<base64 key>` signing secret (no bearer token).
+    /// An agent's own `whsec_<base64 key>` signing secret.
     pub fn signing_secret(secret: &str) -> Result<Self, String> {
         let encoded = secret
             .strip_prefix("whsec_")
@@ -124,7 +112,6 @@ impl Signer {
             Webhook::new(encoded).map_err(|_| "the part after whsec_ is not base64".to_owned())?;
         Ok(Self {
             webhook: Arc::new(webhook),
-            bearer: None,
         })
     }
 
@@ -139,39 +126,76 @@ impl Signer {
             .webhook
             .sign(&id, timestamp, b"")
             .expect("an empty body is valid UTF-8");
-        let request = request
+        request
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature);
-        match &self.bearer {
-            Some(token) => request.bearer_auth(token.expose_secret()),
-            None => request,
-        }
+            .header("webhook-signature", signature)
     }
+}
+
+/// How a catalogue reaches its agent.
+#[derive(Clone)]
+enum Transport {
+    /// A registered agent, in a run: the SSRF-checked client, signed with the agent's own
+    /// secret (or, for an agent registered before per-agent secrets, the legacy shared one).
+    Registered {
+        http: AgentHttp,
+        vendor_id: Arc<str>,
+        agent_url: Arc<str>,
+        signing: Arc<StoredSigning>,
+    },
+    /// `agent-check`: whatever URL the agent author points it at, signed with the secret they
+    /// give (or not at all).
+    Direct {
+        http: reqwest::Client,
+        base_url: Arc<str>,
+        signer: Option<Signer>,
+    },
 }
 
 /// One vendor's ERP catalogue, for one run (or one agent-check). Cheap to clone; counts calls.
 #[derive(Clone)]
 pub struct ErpCatalogue {
-    http: reqwest::Client,
-    base_url: Arc<str>,
-    signer: Option<Signer>,
+    transport: Transport,
     correlation_id: Arc<str>,
     breaker: Option<(BreakerRegistry, Arc<str>)>,
     calls: Arc<AtomicU64>,
 }
 
 impl ErpCatalogue {
-    pub fn new(
+    /// The catalogue of a registered agent, read over the agent-call transport.
+    pub fn registered(http: AgentHttp, agent: &AgentTarget<'_>, correlation_id: &str) -> Self {
+        Self::with(
+            Transport::Registered {
+                http,
+                vendor_id: agent.vendor_id.into(),
+                agent_url: agent.agent_url.into(),
+                signing: Arc::new(agent.signing.clone()),
+            },
+            correlation_id,
+        )
+    }
+
+    /// The catalogue behind any URL (agent-check), signed with `signer` when given.
+    pub fn direct(
         http: reqwest::Client,
         agent_url: &str,
         signer: Option<Signer>,
         correlation_id: &str,
     ) -> Self {
+        Self::with(
+            Transport::Direct {
+                http,
+                base_url: agent_url.trim_end_matches('/').into(),
+                signer,
+            },
+            correlation_id,
+        )
+    }
+
+    fn with(transport: Transport, correlation_id: &str) -> Self {
         Self {
-            http,
-            base_url: agent_url.trim_end_matches('/').into(),
-            signer,
+            transport,
             correlation_id: correlation_id.into(),
             breaker: None,
             calls: Arc::default(),
@@ -194,9 +218,7 @@ impl ErpCatalogue {
         let this = self.clone();
         let pairs = owned_pairs(range, None);
         self.guarded(async move {
-            let body = this
-                .get("/sync/checksum", &pairs, MAX_CHECKSUM_BYTES)
-                .await?;
+            let body = this.get("checksum", &pairs, MAX_CHECKSUM_BYTES).await?;
             parse_checksum(&body)
         })
         .await
@@ -209,7 +231,7 @@ impl ErpCatalogue {
         let pairs = owned_pairs(range, Some(limit));
         let range = range.clone();
         self.guarded(async move {
-            let body = this.get("/sync/items", &pairs, MAX_PAGE_BYTES).await?;
+            let body = this.get("items", &pairs, MAX_PAGE_BYTES).await?;
             parse_items(&body, &range, limit)
         })
         .await
@@ -227,51 +249,89 @@ impl ErpCatalogue {
         }
     }
 
+    /// `GET /sync/{endpoint}` with the range's query: the answer's body when it is a 200 of
+    /// at most `cap` bytes.
     async fn get(
         &self,
-        path: &str,
+        endpoint: &str,
         pairs: &[(&'static str, String)],
         cap: usize,
     ) -> Result<Vec<u8>, AgentCallError> {
-        let mut url = url::Url::parse(&format!("{}{path}", self.base_url))
-            .map_err(|e| AgentCallError::Transport(format!("invalid agent URL: {e}")))?;
-        if !pairs.is_empty() {
-            url.query_pairs_mut().extend_pairs(pairs);
-        }
-        let mut request = self
-            .http
-            .get(url)
-            .header("x-correlation-id", &*self.correlation_id)
-            .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(signer) = &self.signer {
-            request = signer.sign(request);
-        }
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let response = request
-            .send()
-            .await
-            .map_err(|e| AgentCallError::Transport(transport_kind(&e)))?;
-        let status = response.status();
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let correlation = header::HeaderValue::from_str(&self.correlation_id)
+            .unwrap_or_else(|_| header::HeaderValue::from_static("reconciliation"));
+        let (status, body, truncated) = match &self.transport {
+            Transport::Registered {
+                http,
+                vendor_id,
+                agent_url,
+                signing,
+            } => {
+                let target = AgentTarget {
+                    vendor_id,
+                    agent_url,
+                    signing,
+                };
+                let response = http
+                    .request(&target, Method::GET, &["sync", endpoint])
+                    .map_err(call_error)?
+                    .query(&pairs)
+                    .header(
+                        header::HeaderName::from_static("x-correlation-id"),
+                        correlation,
+                    )
+                    .header(
+                        header::ACCEPT,
+                        header::HeaderValue::from_static("application/json"),
+                    )
+                    .send(cap)
+                    .await
+                    .map_err(call_error)?;
+                (response.status, response.body.to_vec(), response.truncated)
+            }
+            Transport::Direct {
+                http,
+                base_url,
+                signer,
+            } => {
+                let mut url = url::Url::parse(&format!("{base_url}/sync/{endpoint}"))
+                    .map_err(|e| AgentCallError::Transport(format!("invalid agent URL: {e}")))?;
+                if !pairs.is_empty() {
+                    url.query_pairs_mut().extend_pairs(&pairs);
+                }
+                let mut request = http
+                    .get(url)
+                    .header("x-correlation-id", correlation)
+                    .header(header::ACCEPT, "application/json");
+                if let Some(signer) = signer {
+                    request = signer.sign(request);
+                }
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|e| call_error(transport_error(&e)))?;
+                let status = response.status();
+                let (body, truncated) = read_capped(response, cap).await?;
+                (status, body, truncated)
+            }
+        };
         if status != StatusCode::OK {
-            let body = read_capped(response, MAX_ERROR_BYTES)
-                .await
-                .unwrap_or_default();
             return Err(AgentCallError::Status {
                 status: status.as_u16(),
                 retry_after: None,
                 // Agent text reaches events and logs: no control characters (Postgres refuses
                 // NUL in text), bounded.
-                body: truncate(&printable(&String::from_utf8_lossy(&body)), 500),
+                body: excerpt(&body),
             });
         }
-        read_capped(response, cap).await
+        if truncated {
+            return Err(AgentCallError::BadResponse(format!(
+                "answer larger than {cap} bytes"
+            )));
+        }
+        Ok(body)
     }
-}
-
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 fn owned_pairs(range: &SkuRange, limit: Option<usize>) -> Vec<(&'static str, String)> {
@@ -286,30 +346,30 @@ fn owned_pairs(range: &SkuRange, limit: Option<usize>) -> Vec<(&'static str, Str
     pairs
 }
 
-/// Reads a body chunk by chunk and gives up past `cap` bytes, whatever Content-Length says.
+/// Reads at most `cap` bytes of a body, chunk by chunk, whatever Content-Length says; `true`
+/// when there was more.
 async fn read_capped(
     mut response: reqwest::Response,
     cap: usize,
-) -> Result<Vec<u8>, AgentCallError> {
-    let too_large = || AgentCallError::BadResponse(format!("answer larger than {cap} bytes"));
+) -> Result<(Vec<u8>, bool), AgentCallError> {
     if response
         .content_length()
         .is_some_and(|len| len > cap as u64)
     {
-        return Err(too_large());
+        return Ok((Vec::new(), true));
     }
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| AgentCallError::Transport(transport_kind(&e)))?
+        .map_err(|e| call_error(transport_error(&e)))?
     {
         if body.len() + chunk.len() > cap {
-            return Err(too_large());
+            return Ok((body, true));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok((body, false))
 }
 
 fn bad(message: impl Into<String>) -> AgentCallError {
@@ -373,7 +433,7 @@ pub fn parse_items(
         if validate_code(&keys.sku).is_err() {
             return Err(bad(format!(
                 "invalid sku {:?}: 1-100 characters without control characters",
-                truncate(&keys.sku, 120)
+                excerpt(keys.sku.as_bytes())
             )));
         }
         if !range.contains(&keys.sku) {

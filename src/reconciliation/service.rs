@@ -15,14 +15,18 @@ use uuid::Uuid;
 
 use super::{
     catalogue_queries as catalogue,
-    erp::{ErpCatalogue, Signer},
+    erp::ErpCatalogue,
     model::{EventFilter, RunOutcome, RunSummary},
     queries::{self as events, EventType, NewEvent, ReconciliationEvent},
     range::SkuRange,
     search::{FailureKind, Search, Tally, in_step},
 };
 use crate::{
-    agents::{self, AgentService, model::AgentHealth},
+    agents::{
+        self, AgentService,
+        client::{AgentTarget, StoredSigning},
+        model::AgentHealth,
+    },
     config::Settings,
     error::AppError,
     http::extract::{Page, Pagination},
@@ -64,6 +68,7 @@ struct Claim {
     run_id: Uuid,
     vendor_id: String,
     agent_url: String,
+    signing: StoredSigning,
     client: AgentClient,
 }
 
@@ -181,6 +186,7 @@ impl ReconciliationService {
             run_id,
             vendor_id: vendor_id.to_owned(),
             agent_url: agent.agent_url,
+            signing: agent.signing,
             client,
         })
     }
@@ -191,10 +197,13 @@ impl ReconciliationService {
         let inner = &self.inner;
         let started = Instant::now();
         tracing::info!(vendor_id = %claim.vendor_id, run_id = %claim.run_id, "reconciliation started");
-        let erp = ErpCatalogue::new(
+        let erp = ErpCatalogue::registered(
             claim.client.http().clone(),
-            &claim.agent_url,
-            Some(Signer::shared_secret(claim.client.secret())),
+            &AgentTarget {
+                vendor_id: &claim.vendor_id,
+                agent_url: &claim.agent_url,
+                signing: &claim.signing,
+            },
             &format!("reconciliation-{}", claim.run_id),
         )
         .through_breaker(inner.breakers.clone(), &claim.vendor_id);

@@ -598,3 +598,29 @@ async fn admin_bodies_refuse_control_characters_with_details_by_json_path(db: Pg
     );
     assert_eq!(snapshot(&app.db).await, before, "nothing written");
 }
+
+/// Found by the fuzz stage: a 500-character `agentUrl` whose normalised form (the one stored,
+/// here with a trailing '/') is 501 characters long overflowed `varchar(500)`.
+#[sqlx::test]
+async fn an_agent_url_that_grows_past_its_column_when_normalised_is_a_422(db: PgPool) {
+    let app = spawn_app_with(db.clone(), |_| {}).await;
+    let mut agent_url = String::from("https://0.");
+    while agent_url.len() < 500 {
+        agent_url.push('a');
+    }
+    assert_eq!(agent_url.len(), 500);
+    let before = snapshot(&db).await;
+    let response = app
+        .admin_post(
+            "/api/agents/register",
+            &json!({"vendorId": "vendor-long-url", "agentUrl": agent_url, "erpType": "ebp",
+                    "authToken": "a-token-of-sixteen-chars"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_body(response).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["details"]["agentUrl"].is_array(), "{body}");
+    assert_eq!(snapshot(&db).await, before, "nothing written");
+}

@@ -2,7 +2,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -22,68 +22,103 @@ async fn database_url(db: &PgPool) -> String {
     format!("{server}/{name}")
 }
 
+/// The real binary serving on the test's database and Redis prefix, on a port of its own.
+pub struct Binary {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Binary {
+    /// Starts `erp-sync` with `extra` environment on top of the test defaults and waits until
+    /// it logs the address it listens on.
+    pub async fn start(db: &PgPool, prefix: &str, extra: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_erp-sync"));
+        command
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("DATABASE_URL", database_url(db).await)
+            .env("REDIS_PREFIX", prefix)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The port is in the "listening" log line.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let started = Instant::now();
+        let port = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the binary logs that it listens");
+            if let Some(address) = line.split("address=").nth(1) {
+                break address
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .trim_matches(|c: char| !c.is_ascii_digit())
+                    .parse()
+                    .unwrap();
+            }
+            assert!(started.elapsed() < Duration::from_secs(30));
+        };
+        Self { child, port }
+    }
+
+    /// SIGTERM, then the exit status (within 15 s).
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 15 s after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[sqlx::test]
 async fn serve_answers_health_and_stops_cleanly_on_sigterm(db: PgPool) {
     let prefix = crate::helpers::RedisPrefix::new();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_erp-sync"))
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("DATABASE_URL", database_url(&db).await)
-        .env("REDIS_PREFIX", &prefix.0)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The port is in the "listening" log line.
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    let port = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the binary logs that it listens");
-        if let Some(address) = line.split("address=").nth(1) {
-            break address
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .trim_matches(|c: char| !c.is_ascii_digit())
-                .to_owned();
-        }
-        assert!(started.elapsed() < Duration::from_secs(30));
-    };
-    let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+    let mut binary = Binary::start(&db, &prefix.0, &[]).await;
+    let health = reqwest::get(format!("http://127.0.0.1:{}/health", binary.port))
         .await
         .unwrap();
     assert_eq!(health.status(), reqwest::StatusCode::OK);
 
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running 15 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = binary.terminate().await;
     assert!(status.success(), "a graceful stop exits 0: {status}");
 }
 

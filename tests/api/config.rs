@@ -1,6 +1,6 @@
 //! Configuration: validated once, failing with the variable's name; secrets redacted.
 
-use erp_sync::config::Settings;
+use erp_sync::config::{Settings, redact_url};
 
 fn vars(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     extra
@@ -114,4 +114,58 @@ fn the_binary_refuses_production_without_secrets() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("API_SECRET"));
+}
+
+#[test]
+fn connection_urls_are_logged_without_any_secret() {
+    for (raw, secrets) in [
+        (
+            "postgres://app:pg-pass-1@db.example.com:5432/erp?sslmode=require&password=pg-pass-2",
+            &["pg-pass-1", "pg-pass-2"][..],
+        ),
+        (
+            "postgresql://app@db/erp?sslpassword=fake-key-pass&options=-c%20x",
+            &["fake-key-pass"][..],
+        ),
+        (
+            "redis://:fake-redis-pass@cache:6379/0",
+            &["fake-redis-pass"][..],
+        ),
+        (
+            "rediss://user:fake-redis-pass@cache:6380/?token=tok-1&auth=tok-2",
+            &["fake-redis-pass", "tok-1", "tok-2"][..],
+        ),
+    ] {
+        let shown = redact_url(raw);
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("***"), "{shown}");
+    }
+    assert_eq!(
+        redact_url("postgres://app:fake-pw@db/erp?sslmode=require"),
+        "postgres://app:***@db/erp?sslmode=require",
+        "harmless parameters stay readable"
+    );
+
+    let settings = Settings::from_vars([
+        (
+            "DATABASE_URL",
+            "postgres://app:fake-db-pass-1@db/erp?password=fake-db-pass-2",
+        ),
+        (
+            "REDIS_URL",
+            "redis://:fake-redis-pass-3@cache:6379/?password=fake-redis-pass-4",
+        ),
+    ])
+    .unwrap();
+    let printed = format!("{settings:?}");
+    for secret in [
+        "fake-db-pass-1",
+        "fake-db-pass-2",
+        "fake-redis-pass-3",
+        "fake-redis-pass-4",
+    ] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
 }

@@ -124,6 +124,17 @@ impl TestApp {
     }
 
     pub async fn register_agent_at(&self, vendor: &str, token: &str, agent_url: &str) {
+        self.register_agent_with_secret(vendor, token, agent_url)
+            .await;
+    }
+
+    /// Registers `vendor`'s agent with the admin key; returns its signing secret (`whsec_…`).
+    pub async fn register_agent_with_secret(
+        &self,
+        vendor: &str,
+        token: &str,
+        agent_url: &str,
+    ) -> String {
         let response = self
             .admin_post(
                 "/api/agents/register",
@@ -137,7 +148,28 @@ impl TestApp {
             "register {vendor}: {}",
             response.status()
         );
+        let body: Value = response.json().await.unwrap();
+        body["signingSecret"]
+            .as_str()
+            .expect("a registration answers with the signing secret")
+            .to_owned()
     }
+}
+
+/// Polls `check` until it holds (the app is asynchronous), failing after `limit`.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
 
 impl Drop for TestApp {

@@ -25,6 +25,8 @@ pub enum Reply {
     SlowDone(String, Duration),
     /// Never answers within the test's agent timeout.
     Hang(Duration),
+    /// A status with this body.
+    Body(u16, String),
 }
 
 #[derive(Clone, Debug)]
@@ -119,5 +121,6 @@ async fn create_order(
             tokio::time::sleep(duration).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
+        Reply::Body(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
     }
 }

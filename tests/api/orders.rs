@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -100,7 +102,9 @@ async fn an_order_reaches_the_agent_and_its_erp_reference_comes_back(db: PgPool)
     let app = order_app(db.clone(), &[]).await;
     let agent = MockAgent::start(Reply::Done("ERP-777".into())).await;
     let token = format!("tok-{}", Uuid::new_v4().simple());
-    app.register_agent_at(VENDOR, &token, &agent.url).await;
+    let signing_secret = app
+        .register_agent_with_secret(VENDOR, &token, &agent.url)
+        .await;
     app.agent_post(
         "/api/agents/heartbeat",
         &token,
@@ -136,21 +140,28 @@ async fn an_order_reaches_the_agent_and_its_erp_reference_comes_back(db: PgPool)
         call.body["order"]["lines"][0]["sku"], "SKU-1",
         "the payload carries the lines"
     );
-    assert_eq!(
-        call.headers["authorization"],
-        format!("Bearer {AGENT_SECRET}")
+    assert!(
+        call.headers.get("authorization").is_none(),
+        "no shared secret travels to an agent that has its own"
     );
     assert_eq!(call.headers["idempotency-key"], job_id.as_str());
     assert!(!call.headers["x-correlation-id"].is_empty());
-    // The Standard Webhooks signature verifies with the shared secret.
-    let timestamp: u64 = call.headers["webhook-timestamp"]
+    // The Standard Webhooks signature verifies with the agent's own secret.
+    let timestamp: i64 = call.headers["webhook-timestamp"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
-    let expected =
-        erp_sync::orders::agent_client::sign(AGENT_SECRET, &job_id, timestamp, &call.raw);
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(signing_secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let expected = erp_sync::agents::signing::sign(&key, &job_id, timestamp, &call.raw);
     assert_eq!(call.headers["webhook-signature"], expected.as_str());
+    assert_ne!(
+        expected,
+        erp_sync::agents::signing::sign(AGENT_SECRET.as_bytes(), &job_id, timestamp, &call.raw),
+        "not signed with the shared secret"
+    );
     assert_eq!(call.headers["webhook-id"], job_id.as_str());
 }
 

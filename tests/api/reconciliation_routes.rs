@@ -399,3 +399,46 @@ async fn openapi_documents_the_reconciliation_routes(db: PgPool) {
         assert!(params.contains(&name), "events lacks ?{name}: {params:?}");
     }
 }
+
+/// An agent registered with its own `whsec_` secret is read with that secret, never with the
+/// shared `AGENT_SECRET`: its Standard Webhooks check passes, and an agent that only knows the
+/// shared secret would refuse the run's calls.
+#[sqlx::test]
+async fn a_run_is_signed_with_the_agents_own_secret(db: PgPool) {
+    let app = spawn_app_with(db, |_| {}).await;
+    let vendor = "vendor-own-secret";
+    let erp = MockErp::start(Vec::<Value>::new()).await;
+    let token = format!("tok-{}", Uuid::new_v4().simple());
+    let secret = app
+        .register_agent_with_secret(vendor, &token, &erp.url)
+        .await;
+    let heartbeat = app
+        .agent_post(
+            "/api/agents/heartbeat",
+            &token,
+            &json!({"vendorId": vendor}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(heartbeat.status(), StatusCode::OK);
+    erp.verify_with(
+        standardwebhooks::Webhook::new(secret.strip_prefix("whsec_").unwrap()).unwrap(),
+    );
+    let summary = app.state.reconciliation.detect_drift(vendor).await.unwrap();
+    assert_eq!(summary.outcome, RunOutcome::InSync, "{summary:?}");
+    assert_eq!(erp.bad_signatures(), 0);
+    assert_eq!(erp.checksum_calls(), 1);
+
+    erp.verify_with(
+        standardwebhooks::Webhook::from_bytes(crate::helpers::AGENT_SECRET.as_bytes().to_vec())
+            .unwrap(),
+    );
+    let summary = app.state.reconciliation.detect_drift(vendor).await.unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Failed, "{summary:?}");
+    assert_eq!(
+        erp.bad_signatures(),
+        1,
+        "signed with the agent's key, not the shared one"
+    );
+}

@@ -130,6 +130,7 @@ async fn agent_registry_repository(db: PgPool) {
         erp_type: "sage",
         version: Some("1.0"),
         auth_token_hash: "$2b$10$hash",
+        signing_secret_sealed: b"sealed",
     };
     let (agent, inserted) = agents::upsert(&db, &new).await.unwrap();
     assert!(inserted);
