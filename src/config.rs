@@ -69,6 +69,10 @@ pub struct Settings {
     pub breaker_open_for: Duration,
     pub agent_timeout: Duration,
     pub db_max_connections: u32,
+    /// The longest `Retry-After` an agent can impose on an order.
+    pub order_sync_max_retry_after: Duration,
+    /// At most this share of the order-sync workers serves one vendor while others wait.
+    pub order_sync_vendor_share: f64,
 }
 
 impl fmt::Debug for Settings {
@@ -152,6 +156,8 @@ struct Raw {
     breaker_open_ms: String,
     agent_timeout_ms: String,
     db_max_connections: String,
+    order_sync_max_retry_after_secs: String,
+    order_sync_vendor_share: String,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erp_sync";
@@ -181,6 +187,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("breaker_open_ms", "60000"),
     ("agent_timeout_ms", "30000"),
     ("db_max_connections", "20"),
+    ("order_sync_max_retry_after_secs", "3600"),
+    ("order_sync_vendor_share", "0.5"),
 ];
 
 impl Settings {
@@ -375,6 +383,16 @@ impl Settings {
             breaker_open_for: millis("BREAKER_OPEN_MS", &raw.breaker_open_ms, 1, 86_400_000)?,
             agent_timeout: millis("AGENT_TIMEOUT_MS", &raw.agent_timeout_ms, 10, 600_000)?,
             db_max_connections: int("DB_MAX_CONNECTIONS", &raw.db_max_connections, 2, 1_000)?,
+            order_sync_max_retry_after: Duration::from_secs(int(
+                "ORDER_SYNC_MAX_RETRY_AFTER_SECS",
+                &raw.order_sync_max_retry_after_secs,
+                1,
+                7 * 86_400,
+            )?),
+            order_sync_vendor_share: fraction(
+                "ORDER_SYNC_VENDOR_SHARE",
+                &raw.order_sync_vendor_share,
+            )?,
         })
     }
 
@@ -441,6 +459,18 @@ where
 
 fn millis(var: &str, value: &str, min: u64, max: u64) -> Result<Duration, ConfigError> {
     int(var, value, min, max).map(Duration::from_millis)
+}
+
+/// A number in (0, 1].
+fn fraction(var: &str, value: &str) -> Result<f64, ConfigError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| *r > 0.0 && *r <= 1.0)
+        .ok_or_else(|| {
+            ConfigError::invalid(var, format!("must be a number in (0, 1] (got {value:?})"))
+        })
 }
 
 fn boolean(var: &str, value: &str) -> Result<bool, ConfigError> {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::state::AppState;
+use crate::{orders::WorkerStatus, state::AppState};
 
 const CHECK_DEADLINE: Duration = Duration::from_millis(1500);
 
@@ -29,6 +29,15 @@ pub struct HealthReport {
 pub struct Checks {
     pub postgres: Check,
     pub redis: Check,
+    pub worker: WorkerCheck,
+}
+
+/// This process's order-sync worker.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerCheck {
+    /// `up`, `starting`, `down` (dead, stalled or cut off from Redis: being restarted) or
+    /// `disabled` (not run by this process).
+    pub status: &'static str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -67,7 +76,8 @@ impl Check {
     }
 }
 
-/// Liveness and readiness: 200 when Postgres and Redis answer, 503 otherwise.
+/// Liveness and readiness: 200 when Postgres and Redis answer and the order-sync worker is
+/// not down, 503 otherwise.
 #[utoipa::path(
     get, path = "/health", tag = "ops",
     responses(
@@ -112,7 +122,8 @@ pub async fn check(state: &AppState) -> HealthReport {
         Check::from_result(started, result)
     };
     let (postgres, redis) = tokio::join!(postgres, redis);
-    let status = if postgres.is_up() && redis.is_up() {
+    let worker = state.orders.worker_status();
+    let status = if postgres.is_up() && redis.is_up() && worker != WorkerStatus::Down {
         "ok"
     } else {
         "unavailable"
@@ -120,7 +131,13 @@ pub async fn check(state: &AppState) -> HealthReport {
     HealthReport {
         status,
         version: env!("CARGO_PKG_VERSION"),
-        checks: Checks { postgres, redis },
+        checks: Checks {
+            postgres,
+            redis,
+            worker: WorkerCheck {
+                status: worker.as_str(),
+            },
+        },
     }
 }
 

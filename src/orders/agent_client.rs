@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use super::response::{printable, read_bounded, retry_after};
 use crate::config::Settings;
 
 /// Longest agent answer read; anything longer is not an answer to create-order.
@@ -31,13 +32,20 @@ pub enum AgentCallError {
 }
 
 impl AgentCallError {
-    /// 5xx, 408, 429, timeouts, connection errors and garbled answers are worth retrying;
-    /// any other status (4xx, 3xx) is the agent refusing this order for good.
+    /// 5xx, 408, 409 (the agent is still creating this order: an in-flight duplicate), 429,
+    /// timeouts, connection errors and garbled answers are worth retrying; any other status
+    /// (4xx, 3xx) is the agent refusing this order for good.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            Self::Status { status, .. } => *status >= 500 || matches!(*status, 408 | 409 | 429),
             Self::Transport(_) | Self::BadResponse(_) => true,
         }
+    }
+
+    /// Whether the error says the agent is unwell (what opens its circuit breaker): a 409
+    /// is a sane answer about one order, a permanent 4xx too.
+    pub fn is_ill_health(&self) -> bool {
+        self.is_retryable() && !matches!(self, Self::Status { status: 409, .. })
     }
 
     /// What the agent asked for with `Retry-After`, if anything.
@@ -61,6 +69,8 @@ pub enum CreateOrderOutcome {
 pub struct AgentClient {
     http: reqwest::Client,
     secret: SecretString,
+    /// The longest `Retry-After` honoured (`ORDER_SYNC_MAX_RETRY_AFTER_SECS`).
+    max_retry_after: Duration,
 }
 
 impl AgentClient {
@@ -75,13 +85,20 @@ impl AgentClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("erp-sync/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Some(Self { http, secret }))
+        Ok(Some(Self {
+            http,
+            secret,
+            max_retry_after: settings.order_sync_max_retry_after,
+        }))
     }
 
+    /// `idempotency_key` is the order id: the `Idempotency-Key` and the `webhook-id` of every
+    /// delivery of that order, whichever job carries it, so an agent that dedupes on either
+    /// creates the ERP order once.
     pub async fn create_order(
         &self,
         agent_url: &str,
-        job_id: &str,
+        idempotency_key: &str,
         correlation_id: &str,
         body: &serde_json::Value,
     ) -> Result<CreateOrderOutcome, AgentCallError> {
@@ -92,15 +109,20 @@ impl AgentClient {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let signature = sign(self.secret.expose_secret(), job_id, timestamp, &body);
-        let response = self
+        let signature = sign(
+            self.secret.expose_secret(),
+            idempotency_key,
+            timestamp,
+            &body,
+        );
+        let mut response = self
             .http
             .post(&url)
             .bearer_auth(self.secret.expose_secret())
             .header(header::CONTENT_TYPE, "application/json")
             .header("x-correlation-id", correlation_id)
-            .header("idempotency-key", job_id)
-            .header("webhook-id", job_id)
+            .header("idempotency-key", idempotency_key)
+            .header("webhook-id", idempotency_key)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .body(body)
@@ -112,16 +134,17 @@ impl AgentClient {
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let bytes = response
-            .bytes()
+            .and_then(|v| retry_after(v, SystemTime::now(), self.max_retry_after));
+        let (bytes, truncated) = read_bounded(&mut response, MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| AgentCallError::Transport(transport_kind(&e)))?;
-        let text =
-            String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_RESPONSE_BYTES)]).into_owned();
+        drop(response); // an unread rest (of a huge body) closes the connection
+        let text = String::from_utf8_lossy(&bytes);
         match status {
             StatusCode::ACCEPTED => Ok(CreateOrderOutcome::Accepted),
+            StatusCode::OK | StatusCode::CREATED if truncated => Err(AgentCallError::BadResponse(
+                format!("an answer longer than {MAX_RESPONSE_BYTES} bytes"),
+            )),
             StatusCode::OK | StatusCode::CREATED => {
                 #[derive(Deserialize)]
                 #[serde(rename_all = "camelCase")]
@@ -129,21 +152,18 @@ impl AgentClient {
                     erp_reference: String,
                 }
                 match serde_json::from_slice::<Done>(&bytes) {
-                    Ok(done)
-                        if !done.erp_reference.trim().is_empty()
-                            && done.erp_reference.len() <= 100 =>
-                    {
+                    Ok(done) if valid_reference(&done.erp_reference) => {
                         Ok(CreateOrderOutcome::Done {
                             erp_reference: done.erp_reference,
                         })
                     }
-                    _ => Err(AgentCallError::BadResponse(truncate(&text, 200))),
+                    _ => Err(AgentCallError::BadResponse(printable(&text, 200))),
                 }
             }
             _ => Err(AgentCallError::Status {
                 status: status.as_u16(),
                 retry_after,
-                body: truncate(&text, 500),
+                body: printable(&text, 500),
             }),
         }
     }
@@ -178,14 +198,9 @@ fn transport_kind(error: &reqwest::Error) -> String {
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        text.to_owned()
-    } else {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &text[..end])
-    }
+/// What `orders.erp_reference` (varchar(100)) can hold and a log line can show.
+fn valid_reference(reference: &str) -> bool {
+    !reference.trim().is_empty()
+        && reference.chars().count() <= 100
+        && !reference.chars().any(char::is_control)
 }

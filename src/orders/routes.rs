@@ -50,12 +50,22 @@ pub struct Callback {
     pub vendor_id: String,
     pub job_id: Uuid,
     pub status: CallbackOutcome,
-    #[validate(length(min = 1, max = 100))]
+    #[validate(length(min = 1, max = 100), custom(function = "printable_text"))]
     pub erp_reference: Option<String>,
     #[validate(length(max = 2000))]
     pub error: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+}
+
+/// What an order's `erp_reference` (and a log line) can hold: no control characters.
+fn printable_text(value: &str) -> Result<(), validator::ValidationError> {
+    if value.chars().any(char::is_control) {
+        let mut error = validator::ValidationError::new("printable");
+        error.message = Some("must not contain control characters".into());
+        return Err(error);
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,7 +78,9 @@ pub struct CallbackAnswer {
 }
 
 /// An agent reports the outcome of an order it accepted with 202. Idempotent: a repeated
-/// callback, or one for a job already finished, changes nothing.
+/// callback changes nothing. A late `completed` (the job failed, was dead-lettered or
+/// superseded meanwhile) still records the ERP reference and resolves the order's
+/// dead-letter entries; a late `failed` never undoes a completion.
 #[utoipa::path(
     post, path = "/api/agents/callback", tag = "orders",
     request_body = Callback,
@@ -164,7 +176,8 @@ async fn job_status(
     Ok(Json(state.orders.job(job_id).await?))
 }
 
-/// Sync an order again, by hand: a new job, queued at once. 409 while the order has a live job.
+/// Sync an order again, by hand: a new job, queued at once, delivered under the order's
+/// idempotency key. 409 while the order has a live job or is already in the ERP.
 #[utoipa::path(
     post, path = "/api/admin/orders/{orderId}/sync", tag = "orders",
     params(("orderId" = Uuid, Path, description = "Order id")),
@@ -172,7 +185,7 @@ async fn job_status(
         (status = 202, description = "Job created and queued", body = SyncJob),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
-        (status = 409, description = "The order already has a live job", body = ErrorBody),
+        (status = 409, description = "The order has a live job, or already has its ERP reference", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -258,7 +271,7 @@ pub struct RetryAnswer {
         (status = 201, description = "New job created", body = RetryAnswer),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such entry", body = ErrorBody),
-        (status = 409, description = "Already resolved, or the order has a live job", body = ErrorBody),
+        (status = 409, description = "Already resolved, or the order has a live job or its ERP reference", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
