@@ -117,8 +117,11 @@ impl OrderSync {
         let job = &claimed.job;
         if let Some(reference) = &claimed.order_erp_reference {
             // Completed by another path (a late callback, the marketplace): never sent again.
-            if let Some(done) = delivery::complete(&inner.db, job.id, reference, None).await? {
-                log_completion(&job.status, &done);
+            if delivery::complete(&inner.db, job.id, reference, None)
+                .await?
+                .is_some()
+            {
+                tracing::info!(erp_reference = %reference, "the order is already in the ERP; job completed without a call");
             }
             return Ok(());
         }

@@ -550,3 +550,25 @@ async fn callbacks_carrying_control_characters_are_refused_or_cleaned(db: PgPool
         "agent reported failure: blocked\u{FFFD}\u{FFFD}[2J"
     );
 }
+
+#[sqlx::test]
+async fn an_order_already_in_the_erp_is_never_sent_again(db: PgPool) {
+    let agent = ErpAgent::start(Behaviour::Create(Duration::ZERO)).await;
+    online(&db, VENDOR, &agent.url).await;
+    // Its job is pending, but the order got its reference by another path meanwhile.
+    let order_id = insert_order(&db, VENDOR).await;
+    sqlx::query("UPDATE orders SET erp_reference = 'ERP-ELSEWHERE' WHERE id = $1")
+        .bind(order_id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let _app = order_app(db.clone(), &[]).await;
+    eventually(Duration::from_secs(10), "job completed", || {
+        status_is(&db, order_id, "completed")
+    })
+    .await;
+    let job = job_of(&db, order_id).await;
+    assert_eq!(job["erpReference"], "ERP-ELSEWHERE");
+    assert_eq!(job["attempts"], 0);
+    assert_eq!(agent.calls(), 0, "not sent again");
+}
