@@ -1,10 +1,14 @@
 //! Order-sync benchmark: `cargo bench --bench orders`.
 //!
-//! For each worker concurrency (5, then 20): starts the release binary on a database of its
-//! own, with a mock agent on 127.0.0.1:0 answering 200 {erpReference}; inserts BENCH_ORDERS
-//! (10 000) orders with one line each, in transactions of 500 (the trigger makes the jobs);
-//! waits until every job is completed; prints orders/s (first insert → last completion) and
-//! p50/p99 of insert-to-completed latency, from Postgres timestamps.
+//! End to end, each run on a database of its own with the release binary: inserts
+//! BENCH_ORDERS (10 000) orders with one line each, in transactions of 500 (the trigger makes
+//! the jobs), waits until every order of a healthy vendor is completed, and prints orders/s
+//! (first insert → last completion) and p50/p99 of insert-to-completed latency of the healthy
+//! vendors' orders, from Postgres timestamps.
+//!
+//! - one vendor, WORKER_CONCURRENCY 5 then 20 (mock agent answering 200 {erpReference});
+//! - ten vendors at concurrency 20, all healthy, then the same with one of them (10 % of the
+//!   orders) behind an agent that answers 503: the healthy vendors' latency should not move.
 
 mod common;
 
@@ -14,14 +18,32 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Json, Router, routing::post};
+use axum::{Json, Router, http::StatusCode, routing::post};
 use serde_json::json;
 use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
 
 const API_KEY: &str = "bench-api-secret-0123456789abcdefghijkl";
 
-async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
-    let db_name = format!("erp_sync_orders_bench_{}_{concurrency}", std::process::id());
+struct Run<'a> {
+    label: &'a str,
+    concurrency: usize,
+    orders: usize,
+    /// Each vendor's agent; orders are spread evenly over them.
+    agents: Vec<&'a str>,
+    /// Vendors (by index) whose orders are not expected to complete.
+    failing: Vec<usize>,
+}
+
+async fn run(spec: Run<'_>, master: &str) {
+    let Run {
+        label,
+        concurrency,
+        orders,
+        agents,
+        failing,
+    } = spec;
+    let tag = format!("{}_{concurrency}_{}", std::process::id(), agents.len());
+    let db_name = format!("erp_sync_orders_bench_{tag}_{}", failing.len());
     let db_url = format!("{}/{db_name}", master.rsplit_once('/').unwrap().0);
     let mut admin = PgConnection::connect(master).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
@@ -33,7 +55,7 @@ async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
         .local_addr()
         .unwrap()
         .port();
-    let prefix = format!("erp-sync-orders-bench-{}-{concurrency}", std::process::id());
+    let prefix = format!("erp-sync-orders-bench-{tag}-{}", failing.len());
     let mut child = Command::new(env!("CARGO_BIN_EXE_erp-sync"))
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
@@ -43,7 +65,7 @@ async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
         .env("AGENT_SECRET", "bench-agent-secret-000")
         .env("WORKER_CONCURRENCY", concurrency.to_string())
         .env("ORDER_SYNC_SWEEP_INTERVAL_MS", "1000")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -64,14 +86,21 @@ async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
         .connect(&db_url)
         .await
         .unwrap();
-    sqlx::query(
-        "INSERT INTO agent_registry (vendor_id, agent_url, erp_type, auth_token_hash, status, last_heartbeat)
-         VALUES ('bench-vendor', $1, 'ebp', 'x', 'online', now())",
-    )
-    .bind(agent_url)
-    .execute(&pool)
-    .await
-    .unwrap();
+    for (i, agent_url) in agents.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO agent_registry (vendor_id, agent_url, erp_type, auth_token_hash, status, last_heartbeat)
+             VALUES ('bench-vendor-' || $1, $2, 'ebp', 'x', 'online', now())",
+        )
+        .bind(i as i32)
+        .bind(agent_url)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let failing_vendors: Vec<String> = failing
+        .iter()
+        .map(|i| format!("bench-vendor-{i}"))
+        .collect();
 
     let started = Instant::now();
     for batch in 0..orders.div_ceil(500) {
@@ -79,23 +108,31 @@ async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
         let mut tx = pool.begin().await.unwrap();
         sqlx::query(
             "WITH o AS (INSERT INTO orders (id, vendor_id, total_amount)
-                        SELECT gen_random_uuid(), 'bench-vendor', 10 FROM generate_series(1, $1) RETURNING id)
+                        SELECT gen_random_uuid(), 'bench-vendor-' || (i % $2), 10 FROM generate_series(1, $1) i RETURNING id)
              INSERT INTO order_lines (order_id, sku, quantity, unit_price) SELECT id, 'SKU-1', 1, 10 FROM o",
         )
         .bind(n)
+        .bind(agents.len() as i32)
         .execute(&mut *tx)
         .await
         .unwrap();
         tx.commit().await.unwrap();
     }
     let inserted_in = started.elapsed();
+    let healthy: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE vendor_id <> ALL($1)")
+        .bind(&failing_vendors)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     loop {
-        let done: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM sync_jobs WHERE status = 'completed'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        if done as usize >= orders || started.elapsed() > Duration::from_secs(600) {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sync_jobs WHERE status = 'completed' AND vendor_id <> ALL($1)",
+        )
+        .bind(&failing_vendors)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if done >= healthy || started.elapsed() > Duration::from_secs(600) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -105,13 +142,28 @@ async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
                 EXTRACT(EPOCH FROM max(j.completed_at) - min(o.created_at))::float8,
                 (percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM j.completed_at - o.created_at)))::float8 * 1000,
                 (percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM j.completed_at - o.created_at)))::float8 * 1000
-         FROM sync_jobs j JOIN orders o ON o.id = j.postgres_order_id WHERE j.status = 'completed'",
+         FROM sync_jobs j JOIN orders o ON o.id = j.postgres_order_id
+         WHERE j.status = 'completed' AND j.vendor_id <> ALL($1)",
     )
+    .bind(&failing_vendors)
     .fetch_one(&pool)
     .await
     .unwrap();
+    let failing_note = if failing.is_empty() {
+        String::new()
+    } else {
+        let (calls, waiting): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(sum(retry_count), 0)::int8, count(*) FILTER (WHERE status IN ('pending', 'processing'))
+             FROM sync_jobs WHERE vendor_id = ANY($1)",
+        )
+        .bind(&failing_vendors)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        format!("  (503 vendor: {waiting} orders waiting, {calls} calls made)")
+    };
     println!(
-        "WORKER_CONCURRENCY={concurrency:<3} {count} orders completed  inserted in {:.2} s  {:>7.0} orders/s end to end  p50 {:>7.1} ms  p99 {:>7.1} ms",
+        "{label:<34} C={concurrency:<3} {count} healthy orders completed  inserted in {:.2} s  {:>7.0} orders/s end to end  p50 {:>7.1} ms  p99 {:>7.1} ms{failing_note}",
         inserted_in.as_secs_f64(),
         count as f64 / span_s,
         p50,
@@ -130,6 +182,28 @@ async fn run(concurrency: usize, orders: usize, master: &str, agent_url: &str) {
     .await
     .unwrap();
     cleanup_redis(&prefix);
+}
+
+/// A mock agent on 127.0.0.1:0: 200 {erpReference} when `healthy`, else 503.
+async fn mock_agent(healthy: bool) -> String {
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let app = Router::new().route(
+        "/sync/create-order",
+        post(move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                if healthy {
+                    Ok(Json(json!({"erpReference": format!("ERP-{n}")})))
+                } else {
+                    Err(StatusCode::SERVICE_UNAVAILABLE)
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
 }
 
 /// The queue alone: `tasks` pushed to apalis-redis and consumed by a worker whose handler does
@@ -184,6 +258,7 @@ async fn queue_only(tasks: usize, concurrency: usize) {
         let batch = (0..n).map(|_| {
             TaskBuilder::new(OrderTask {
                 job_id: uuid::Uuid::new_v4(),
+                vendor_id: None,
             })
             .build()
         });
@@ -219,23 +294,52 @@ async fn main() {
     let master = std::env::var("BENCH_PG")
         .or_else(|_| std::env::var("DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let app = Router::new().route(
-        "/sync/create-order",
-        post(move || {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            async move { Json(json!({"erpReference": format!("ERP-{n}")})) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let agent_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    println!("erp-sync order-sync bench: {orders} orders, mock agent answering 200\n");
+    // BENCH_RUNS=one5,one20,ten,ten503,queue picks runs (default: all).
+    let runs = std::env::var("BENCH_RUNS").unwrap_or_default();
+    let wanted = |name: &str| runs.is_empty() || runs.split(',').any(|r| r.trim() == name);
+    let healthy = mock_agent(true).await;
+    let failing = mock_agent(false).await;
+    println!("erp-sync order-sync bench: {orders} orders per run\n");
     for concurrency in [5, 20] {
-        run(concurrency, orders, &master, &agent_url).await;
+        if !wanted(&format!("one{concurrency}")) {
+            continue;
+        }
+        let spec = Run {
+            label: "one vendor",
+            concurrency,
+            orders,
+            agents: vec![&healthy],
+            failing: vec![],
+        };
+        run(spec, &master).await;
     }
-    println!();
-    for concurrency in [5, 20] {
-        queue_only(orders, concurrency).await;
+    let ten_healthy = vec![healthy.as_str(); 10];
+    let mut one_failing = ten_healthy.clone();
+    one_failing[0] = &failing;
+    if wanted("ten") {
+        let spec = Run {
+            label: "ten vendors, all healthy",
+            concurrency: 20,
+            orders,
+            agents: ten_healthy,
+            failing: vec![],
+        };
+        run(spec, &master).await;
+    }
+    if wanted("ten503") {
+        let spec = Run {
+            label: "ten vendors, one answering 503",
+            concurrency: 20,
+            orders,
+            agents: one_failing,
+            failing: vec![0],
+        };
+        run(spec, &master).await;
+    }
+    if wanted("queue") {
+        println!();
+        for concurrency in [5, 20] {
+            queue_only(orders, concurrency).await;
+        }
     }
 }

@@ -98,6 +98,10 @@ pub struct Settings {
     pub http_header_read_timeout: Duration,
     pub http_idle_timeout: Duration,
     pub http_max_connections: usize,
+    /// The longest `Retry-After` an agent can impose on an order.
+    pub order_sync_max_retry_after: Duration,
+    /// At most this share of the order-sync workers serves one vendor while others wait.
+    pub order_sync_vendor_share: f64,
 }
 
 impl fmt::Debug for Settings {
@@ -246,6 +250,8 @@ struct Raw {
     http_header_read_timeout_ms: String,
     http_idle_timeout_ms: String,
     http_max_connections: String,
+    order_sync_max_retry_after_secs: String,
+    order_sync_vendor_share: String,
 }
 
 impl Raw {
@@ -304,6 +310,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("http_header_read_timeout_ms", "10000"),
     ("http_idle_timeout_ms", "60000"),
     ("http_max_connections", "1024"),
+    ("order_sync_max_retry_after_secs", "3600"),
+    ("order_sync_vendor_share", "0.5"),
 ];
 
 impl Settings {
@@ -584,6 +592,16 @@ impl Settings {
                 1,
                 100_000,
             )?,
+            order_sync_max_retry_after: Duration::from_secs(int(
+                "ORDER_SYNC_MAX_RETRY_AFTER_SECS",
+                &raw.order_sync_max_retry_after_secs,
+                1,
+                7 * 86_400,
+            )?),
+            order_sync_vendor_share: fraction(
+                "ORDER_SYNC_VENDOR_SHARE",
+                &raw.order_sync_vendor_share,
+            )?,
         })
     }
 
@@ -650,6 +668,18 @@ where
 
 fn millis(var: &str, value: &str, min: u64, max: u64) -> Result<Duration, ConfigError> {
     int(var, value, min, max).map(Duration::from_millis)
+}
+
+/// A number in (0, 1].
+fn fraction(var: &str, value: &str) -> Result<f64, ConfigError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| *r > 0.0 && *r <= 1.0)
+        .ok_or_else(|| {
+            ConfigError::invalid(var, format!("must be a number in (0, 1] (got {value:?})"))
+        })
 }
 
 fn boolean(var: &str, value: &str) -> Result<bool, ConfigError> {

@@ -15,6 +15,9 @@ use crate::config::{Settings, redact_url};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// Longest wait for a pooled Postgres connection (the order-sync lease allows for it).
+pub const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens the pool. In development a missing database is created first, so the service runs
 /// on a fresh machine with its defaults; in production the database must already exist.
 pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
@@ -30,7 +33,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
         .context("DATABASE_URL is not a valid Postgres URL")?;
     PgPoolOptions::new()
         .max_connections(settings.db_max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
         .connect_with(options.application_name("erp-sync"))
         .await
         .with_context(|| format!("connecting to Postgres at {}", redact_url(url)))

@@ -151,7 +151,7 @@ fn spawn_listener(tasks: &TaskTracker, state: &AppState, shutdown: CancellationT
     });
 }
 
-/// The order-sync worker and the outbox / recovery sweep.
+/// The order-sync worker and its dispatcher, supervised by the orders module.
 fn spawn_order_sync(tasks: &TaskTracker, state: &AppState, shutdown: CancellationToken) {
     let orders = state.orders.clone();
     if !state.settings.order_sync_enabled {
@@ -166,40 +166,7 @@ fn spawn_order_sync(tasks: &TaskTracker, state: &AppState, shutdown: Cancellatio
         );
         return;
     }
-    let worker = orders.dispatcher().clone().run_worker(
-        orders.clone(),
-        state.settings.worker_concurrency,
-        shutdown.clone(),
-    );
-    tasks.spawn(worker);
-
-    let interval = state.settings.order_sync_sweep_interval;
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let sweep = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => true,
-                _ = orders.woken() => false,
-            };
-            // Cancellable: an unreachable Redis or Postgres must not hold up shutdown.
-            let work = async {
-                if sweep {
-                    orders.sweep().await
-                } else {
-                    orders.dispatch_due().await
-                }
-            };
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                result = work => result,
-            };
-            if let Err(error) = result {
-                tracing::warn!(%error, "order dispatch failed; next tick retries");
-            }
-        }
-    });
+    orders.start(tasks, state.settings.worker_concurrency, shutdown);
 }
 
 /// How often the SQL-fed Prometheus gauges are read (never per scrape).

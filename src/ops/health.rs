@@ -19,9 +19,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    agents::queries::HealthCounts,
-    ops::metrics::WAITING_COUNT_CAP,
-    orders::{WorkerStatus, job_queries},
+    agents::queries::HealthCounts, ops::metrics::WAITING_COUNT_CAP, orders::job_queries,
     state::AppState,
 };
 
@@ -73,8 +71,9 @@ pub struct QueueCheck {
     pub waiting: Option<i64>,
 }
 
-/// This process's order-sync worker: `up`, `down` (503), or `disabled` (ORDER_SYNC_ENABLED=false
-/// or no AGENT_SECRET: another process runs it).
+/// This process's order-sync worker: `up`, `starting` (started, not yet registered in Redis:
+/// degraded), `down` (dead, stalled or cut off from Redis, being restarted: 503), or `disabled`
+/// (ORDER_SYNC_ENABLED=false or no AGENT_SECRET: another process runs it).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkerCheck {
     pub status: &'static str,
@@ -190,11 +189,7 @@ pub async fn check(state: &AppState) -> HealthReport {
         waiting,
     };
     let worker = WorkerCheck {
-        status: match state.orders.worker_status() {
-            WorkerStatus::Up => "up",
-            WorkerStatus::Down => "down",
-            WorkerStatus::Disabled => "disabled",
-        },
+        status: state.orders.worker_status().as_str(),
     };
     let agents = match agents {
         Some(counts) => AgentsCheck {
@@ -210,7 +205,7 @@ pub async fn check(state: &AppState) -> HealthReport {
     };
     let status = if database.status == "down" || redis.status == "down" || worker.status == "down" {
         "down"
-    } else if queue.status != "up" || agents.status != "up" {
+    } else if queue.status != "up" || agents.status != "up" || worker.status == "starting" {
         "degraded"
     } else {
         "up"

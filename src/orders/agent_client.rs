@@ -1,12 +1,14 @@
 //! Calls to the vendors' agents: `POST {agentUrl}/sync/create-order`, over the SSRF-checked
 //! transport and signed with the agent's own secret the Standard Webhooks way (see
-//! [`crate::agents::client`] and docs/agent-protocol.md).
+//! [`crate::agents::client`] and docs/agent-protocol.md). Every delivery of an order carries
+//! the order id as `Idempotency-Key` and `webhook-id`, whichever job carries it.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 
+use super::response::{printable, retry_after};
 use crate::{
     agents::client::{AgentHttp, AgentTarget, TransportError},
     config::Settings,
@@ -15,8 +17,8 @@ use crate::{
 /// Longest agent answer read; anything longer is not an answer to create-order.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// How much of an agent's answer is kept in a job's error (operators read it; it is never
-/// shown to a vendor), with control characters removed.
-const ERROR_EXCERPT_CHARS: usize = 200;
+/// shown to a vendor), with control characters replaced.
+const ERROR_EXCERPT_BYTES: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentCallError {
@@ -36,16 +38,29 @@ pub enum AgentCallError {
 }
 
 impl AgentCallError {
-    /// 5xx, 408, 429, timeouts, connection errors and garbled answers are worth retrying;
+    /// 5xx, 408, 409 (the agent is still creating this order: an in-flight duplicate), 429,
+    /// timeouts, connection errors, garbled answers and refused addresses are worth retrying;
     /// any other status (4xx, 3xx) is the agent refusing this order for good.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            Self::Status { status, .. } => *status >= 500 || matches!(*status, 408 | 409 | 429),
             Self::Transport(_) | Self::BadResponse(_) | Self::Refused(_) => true,
         }
     }
 
-    /// What the agent asked for with `Retry-After`, if anything.
+    /// Whether the error says the agent is unwell (what opens its circuit breaker): a 409
+    /// is a sane answer about one order, a permanent 4xx too, and a call refused before it
+    /// was made says nothing of the agent.
+    pub fn is_ill_health(&self) -> bool {
+        self.is_retryable() && !matches!(self, Self::Status { status: 409, .. } | Self::Refused(_))
+    }
+
+    /// Whether the agent was called at all (an attempt is spent only then).
+    pub fn agent_was_called(&self) -> bool {
+        !matches!(self, Self::Refused(_))
+    }
+
+    /// What the agent asked for with `Retry-After`, if anything (already capped).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Status { retry_after, .. } => *retry_after,
@@ -65,22 +80,30 @@ pub enum CreateOrderOutcome {
 #[derive(Clone)]
 pub struct AgentClient {
     http: AgentHttp,
+    /// The longest `Retry-After` honoured (`ORDER_SYNC_MAX_RETRY_AFTER_SECS`).
+    max_retry_after: Duration,
 }
 
 impl AgentClient {
     /// `None` without `AGENT_SECRET`: erp-sync never calls an agent unsigned.
     pub fn new(settings: &Settings) -> anyhow::Result<Option<Self>> {
-        Ok(AgentHttp::new(settings)?.map(|http| Self { http }))
+        Ok(AgentHttp::new(settings)?.map(|http| Self {
+            http,
+            max_retry_after: settings.order_sync_max_retry_after,
+        }))
     }
 
     pub fn http(&self) -> &AgentHttp {
         &self.http
     }
 
+    /// `idempotency_key` is the order id: the `Idempotency-Key` and the `webhook-id` of every
+    /// delivery of that order, whichever job carries it, so an agent that dedupes on either
+    /// creates the ERP order once.
     pub async fn create_order(
         &self,
         agent: &AgentTarget<'_>,
-        job_id: &str,
+        idempotency_key: &str,
         correlation_id: &str,
         body: &serde_json::Value,
     ) -> Result<CreateOrderOutcome, AgentCallError> {
@@ -90,10 +113,10 @@ impl AgentClient {
             .map_err(call_error)?
             .json(body)
             .map_err(|e| AgentCallError::BadResponse(e.to_string()))?
-            .webhook_id(job_id);
+            .webhook_id(idempotency_key);
         for (name, value) in [
             ("x-correlation-id", correlation_id),
-            ("idempotency-key", job_id),
+            ("idempotency-key", idempotency_key),
         ] {
             if let Ok(value) = header::HeaderValue::from_str(value) {
                 request = request.header(header::HeaderName::from_static(name), value);
@@ -105,11 +128,18 @@ impl AgentClient {
             .headers
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = excerpt(&response.body);
+            .and_then(|v| retry_after(v, SystemTime::now(), self.max_retry_after));
+        let text = printable(
+            &String::from_utf8_lossy(&response.body),
+            ERROR_EXCERPT_BYTES,
+        );
         match status {
             StatusCode::ACCEPTED => Ok(CreateOrderOutcome::Accepted),
+            StatusCode::OK | StatusCode::CREATED if response.truncated => {
+                Err(AgentCallError::BadResponse(format!(
+                    "an answer longer than {MAX_RESPONSE_BYTES} bytes"
+                )))
+            }
             StatusCode::OK | StatusCode::CREATED => {
                 #[derive(Deserialize)]
                 #[serde(rename_all = "camelCase")]
@@ -117,16 +147,12 @@ impl AgentClient {
                     erp_reference: String,
                 }
                 match serde_json::from_slice::<Done>(&response.body) {
-                    Ok(done)
-                        if !response.truncated
-                            && !done.erp_reference.trim().is_empty()
-                            && done.erp_reference.len() <= 100 =>
-                    {
+                    Ok(done) if valid_reference(&done.erp_reference) => {
                         Ok(CreateOrderOutcome::Done {
                             erp_reference: done.erp_reference,
                         })
                     }
-                    _ => Err(AgentCallError::BadResponse(text)),
+                    _ => Err(AgentCallError::BadResponse(printable(&text, 200))),
                 }
             }
             _ => Err(AgentCallError::Status {
@@ -138,6 +164,7 @@ impl AgentClient {
     }
 }
 
+/// A transport failure as the order-sync worker records it.
 pub(crate) fn call_error(error: TransportError) -> AgentCallError {
     match error {
         TransportError::Refused(reason) => AgentCallError::Refused(reason),
@@ -145,17 +172,9 @@ pub(crate) fn call_error(error: TransportError) -> AgentCallError {
     }
 }
 
-/// The start of an agent's answer, fit to store: control characters replaced, at most
-/// [`ERROR_EXCERPT_CHARS`] characters.
-pub(crate) fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text
-        .chars()
-        .take(ERROR_EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().nth(ERROR_EXCERPT_CHARS).is_some() {
-        out.push('…');
-    }
-    out
+/// What `orders.erp_reference` (varchar(100)) can hold and a log line can show.
+fn valid_reference(reference: &str) -> bool {
+    !reference.trim().is_empty()
+        && reference.chars().count() <= 100
+        && !reference.chars().any(char::is_control)
 }

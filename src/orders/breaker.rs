@@ -38,7 +38,8 @@ pub struct CreateOrderCall {
     pub vendor_id: String,
     pub agent_url: String,
     pub signing: StoredSigning,
-    pub job_id: String,
+    /// The order id (see [`AgentClient::create_order`]).
+    pub idempotency_key: String,
     pub correlation_id: String,
     pub body: serde_json::Value,
 }
@@ -68,7 +69,12 @@ impl tower::Service<CreateOrderCall> for RunCall {
                 signing: &call.signing,
             };
             call.client
-                .create_order(&agent, &call.job_id, &call.correlation_id, &call.body)
+                .create_order(
+                    &agent,
+                    &call.idempotency_key,
+                    &call.correlation_id,
+                    &call.body,
+                )
                 .await
         })
     }
@@ -96,13 +102,13 @@ impl<T: Send + 'static> tower::Service<AgentCall<T>> for RunCall {
 }
 
 /// Only the agent's ill health opens a breaker: 5xx, timeouts, connection errors, 408/429.
-/// A permanent 4xx means the agent answered sanely about a bad order.
+/// A permanent 4xx, or a 409 (that order is still being created), is a sane answer.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BreakerFailure;
 
 impl<Res> FailureClassifier<Res, AgentCallError> for BreakerFailure {
     fn classify(&self, result: &Result<Res, AgentCallError>) -> bool {
-        matches!(result, Err(e) if e.is_retryable())
+        matches!(result, Err(e) if e.is_ill_health())
     }
 }
 
@@ -119,6 +125,18 @@ struct BreakerSettings {
     min_calls: usize,
     window: Duration,
     open_for: Duration,
+}
+
+/// Whether a vendor's agent may be called now, as its breaker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Closed,
+    /// Open: no call for `remaining`, then one probe.
+    Open {
+        remaining: Duration,
+    },
+    /// Half-open (or due to be): one probe may go.
+    Probing,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -221,6 +239,31 @@ impl BreakerRegistry {
             Ok(outcome) => Ok(outcome),
             Err(CircuitBreakerError::OpenCircuit) => Err(BreakerError::Open),
             Err(CircuitBreakerError::Inner(e)) => Err(BreakerError::Call(e)),
+        }
+    }
+
+    /// What a call to this vendor's agent would meet now. No breaker yet: closed.
+    pub async fn gate(&self, vendor_id: &str, api_type: &str) -> Gate {
+        let breaker = {
+            let map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(&(vendor_id.to_owned(), api_type.to_owned()))
+                .cloned()
+        };
+        let Some(breaker) = breaker else {
+            return Gate::Closed;
+        };
+        // The state is an atomic read; the metrics walk the whole time window under the
+        // breaker's lock, so they are read only when the breaker is open.
+        match breaker.state_sync() {
+            CircuitState::Closed => Gate::Closed,
+            CircuitState::HalfOpen => Gate::Probing,
+            CircuitState::Open => {
+                let since = breaker.metrics().await.time_since_state_change;
+                match self.settings.open_for.checked_sub(since) {
+                    Some(remaining) if !remaining.is_zero() => Gate::Open { remaining },
+                    _ => Gate::Probing,
+                }
+            }
         }
     }
 

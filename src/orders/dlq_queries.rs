@@ -27,10 +27,12 @@ pub struct DlqEntry {
     pub created_at: DateTime<Utc>,
     /// The job a retry of this entry created.
     pub retried_job_id: Option<Uuid>,
+    /// The order whose job failed; completing the order by any path resolves the entry.
+    pub order_id: Option<Uuid>,
 }
 
-const COLUMNS: &str = "id, original_job_id, vendor_id, operation, payload, failure_reason, failure_stack, \
-                       attempt_count, last_attempt_at, resolved, resolved_at, resolved_by, created_at, retried_job_id";
+pub const COLUMNS: &str = "id, original_job_id, vendor_id, operation, payload, failure_reason, failure_stack, \
+                       attempt_count, last_attempt_at, resolved, resolved_at, resolved_by, created_at, retried_job_id, order_id";
 
 pub struct NewDlqEntry<'a> {
     pub original_job_id: Option<Uuid>,
@@ -45,8 +47,9 @@ pub struct NewDlqEntry<'a> {
 pub async fn create(db: impl PgExecutor<'_>, entry: &NewDlqEntry<'_>) -> sqlx::Result<DlqEntry> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO dead_letter_queue
-             (original_job_id, vendor_id, operation, payload, failure_reason, failure_stack, attempt_count)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+             (original_job_id, vendor_id, operation, payload, failure_reason, failure_stack, attempt_count, order_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, (SELECT postgres_order_id FROM sync_jobs WHERE id = $1))
+         RETURNING {COLUMNS}"
     )))
     .bind(entry.original_job_id)
     .bind(entry.vendor_id)

@@ -8,8 +8,6 @@ use sqlx::{PgExecutor, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::agents::client::StoredSigning;
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncJob {
@@ -28,6 +26,12 @@ pub struct SyncJob {
     #[serde(skip)]
     pub error_stack: Option<String>,
     pub erp_reference: Option<String>,
+    /// The last error an agent call produced (the dead-letter reason); `errorMessage` may
+    /// instead say why the job waits without a call.
+    pub last_agent_error: Option<String>,
+    /// The attempt holding the job while it is processing (internal: fences outcome writes).
+    #[serde(skip)]
+    pub lease_token: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -35,7 +39,8 @@ pub struct SyncJob {
 }
 
 pub const COLUMNS: &str = "id, postgres_order_id, vendor_id, operation, status, payload, retry_count, max_retries, \
-     next_retry_at, error_message, error_stack, erp_reference, created_at, started_at, completed_at, expires_at";
+     next_retry_at, error_message, error_stack, erp_reference, last_agent_error, lease_token, created_at, started_at, \
+     completed_at, expires_at";
 
 pub struct NewJob<'a> {
     pub order_id: Option<Uuid>,
@@ -185,163 +190,11 @@ pub async fn list(
     Ok((rows, total))
 }
 
-// --- Order sync: the outbox protocol -------------------------------------------------------
+// --- Order sync: creating jobs (the delivery protocol is in `delivery_queries`) -------------
 
 pub const CREATE_ORDER: &str = "create_order";
 /// The unique index that forbids two live jobs for one order.
 pub const ONE_LIVE_JOB_PER_ORDER: &str = "sync_jobs_one_live_job_per_order";
-
-/// A claimed job with what the worker needs of its vendor's agent.
-#[derive(Debug, sqlx::FromRow)]
-pub struct Claimed {
-    #[sqlx(flatten)]
-    pub job: SyncJob,
-    pub agent_url: Option<String>,
-    pub agent_last_heartbeat: Option<DateTime<Utc>>,
-    pub agent_registered: bool,
-    pub agent_deregistered_at: Option<DateTime<Utc>>,
-    /// The agent's sealed signing secrets, for [`crate::agents::client`].
-    #[sqlx(flatten)]
-    pub agent_signing: StoredSigning,
-}
-
-/// Takes a job for one attempt: pending and due, or processing with its lease run out (the
-/// worker holding it died, or the agent never called back). Returns `None` when another
-/// worker has it or it is finished: a duplicate delivery, to be acknowledged and dropped.
-/// The vendor's agent comes in the same round trip.
-pub async fn claim(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    lease: chrono::Duration,
-    max_attempts: i32,
-) -> sqlx::Result<Option<Claimed>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH claimed AS (
-             UPDATE sync_jobs SET status = 'processing', started_at = now(), retry_count = retry_count + 1,
-                                  max_retries = $3, next_retry_at = now() + $2
-             WHERE id = $1
-               AND ((status = 'pending' AND COALESCE(next_retry_at, created_at) <= now())
-                    OR (status = 'processing' AND next_retry_at < now()))
-             RETURNING {COLUMNS}
-         )
-         SELECT c.*, a.agent_url, a.last_heartbeat AS agent_last_heartbeat, (a.id IS NOT NULL) AS agent_registered,
-                a.deregistered_at AS agent_deregistered_at, a.signing_secret_sealed,
-                a.previous_signing_secret_sealed, a.previous_signing_secret_expires_at
-         FROM claimed c LEFT JOIN agent_registry a ON a.vendor_id = c.vendor_id"
-    )))
-    .bind(id)
-    .bind(lease)
-    .bind(max_attempts)
-    .fetch_optional(db)
-    .await
-}
-
-/// After a 202: the job stays processing until the callback, or until `deadline` passes and
-/// the recovery sweep hands it out again.
-pub async fn await_callback(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    deadline: chrono::Duration,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE sync_jobs SET next_retry_at = now() + $2 WHERE id = $1 AND status = 'processing'",
-    )
-    .bind(id)
-    .bind(deadline)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Completes a live job and copies the ERP reference onto its order, in one statement.
-/// `None` when the job was already finished (a repeated or late answer): nothing changes.
-pub async fn complete(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    erp_reference: &str,
-) -> sqlx::Result<Option<SyncJob>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH job AS (
-             UPDATE sync_jobs SET status = 'completed', completed_at = now(), erp_reference = $2,
-                                  next_retry_at = NULL, error_message = NULL
-             WHERE id = $1 AND status IN ('pending', 'processing')
-             RETURNING {COLUMNS}
-         ), orders_updated AS (
-             UPDATE orders SET erp_reference = $2, updated_at = now()
-             FROM job WHERE orders.id = job.postgres_order_id
-         )
-         SELECT * FROM job"
-    )))
-    .bind(id)
-    .bind(erp_reference)
-    .fetch_optional(db)
-    .await
-}
-
-/// Puts a processing job back to pending, due at `due_at`. `dispatched_at` is set to the due
-/// time when a delayed task was queued for it, so the recovery sweep leaves it alone unless
-/// that task is lost.
-pub async fn reschedule(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    due_at: DateTime<Utc>,
-    error: &str,
-    dispatched: bool,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE sync_jobs SET status = 'pending', next_retry_at = $2, error_message = $3,
-                              dispatched_at = CASE WHEN $4 THEN $2 ELSE dispatched_at END
-         WHERE id = $1 AND status = 'processing'",
-    )
-    .bind(id)
-    .bind(due_at)
-    .bind(error)
-    .bind(dispatched)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Fails a live job for good; `None` when it was already finished.
-pub async fn fail(db: impl PgExecutor<'_>, id: Uuid, error: &str) -> sqlx::Result<Option<SyncJob>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE sync_jobs SET status = 'failed', completed_at = now(), error_message = $2, next_retry_at = NULL
-         WHERE id = $1 AND status IN ('pending', 'processing')
-         RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(error)
-    .fetch_optional(db)
-    .await
-}
-
-/// Marks up to `limit` jobs that are due and not held by anyone as dispatched and returns
-/// them: new jobs, retries whose queued task was lost, jobs whose lease ran out. `SKIP LOCKED`
-/// keeps two replicas from taking the same rows.
-pub async fn take_due(
-    db: impl PgExecutor<'_>,
-    grace: chrono::Duration,
-    limit: i64,
-) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
-        "UPDATE sync_jobs SET dispatched_at = now()
-         WHERE id IN (
-             SELECT id FROM sync_jobs
-             WHERE status IN ('pending', 'processing') AND operation = 'create_order'
-               AND COALESCE(next_retry_at, created_at) <= now()
-               AND (dispatched_at IS NULL
-                    OR dispatched_at < COALESCE(next_retry_at, created_at)
-                    OR dispatched_at < now() - $1)
-             ORDER BY COALESCE(next_retry_at, created_at)
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED)
-         RETURNING id",
-    )
-    .bind(grace)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
 
 /// Creates the job of every recent order that has none (inserted before the trigger existed,
 /// or with the trigger disabled). Only orders without an ERP reference, created within
@@ -372,7 +225,8 @@ pub async fn create_missing(
 }
 
 /// A new job for an order, by hand (admin re-sync, DLQ retry). Violates
-/// [`ONE_LIVE_JOB_PER_ORDER`] while the order has a live job; `None` when there is no order.
+/// [`ONE_LIVE_JOB_PER_ORDER`] while the order has a live job; `None` when there is no such
+/// order or it already has its ERP reference (see [`order_reference`]).
 pub async fn create_for_order(
     db: impl PgExecutor<'_>,
     order_id: Uuid,
@@ -384,7 +238,7 @@ pub async fn create_for_order(
          SELECT o.id, o.vendor_id, 'create_order',
                 erp_sync_order_payload(o.id) || jsonb_build_object('correlationId', $2::text),
                 $3, now() + interval '30 days'
-         FROM orders o WHERE o.id = $1
+         FROM orders o WHERE o.id = $1 AND o.erp_reference IS NULL
          RETURNING {COLUMNS}"
     )))
     .bind(order_id)
@@ -392,4 +246,15 @@ pub async fn create_for_order(
     .bind(max_attempts)
     .fetch_optional(db)
     .await
+}
+
+/// `None` when there is no such order, else its ERP reference (if it has one).
+pub async fn order_reference(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+) -> sqlx::Result<Option<Option<String>>> {
+    sqlx::query_scalar("SELECT erp_reference FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(db)
+        .await
 }

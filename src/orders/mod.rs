@@ -1,13 +1,20 @@
 //! Outbound order sync: every marketplace order becomes a durable job that reaches the
 //! vendor's agent. Postgres `sync_jobs` is the outbox and the source of truth; Redis
-//! (apalis) only dispatches; a recovery sweep redoes whatever Redis lost.
+//! (apalis) only dispatches due work; the dispatcher redoes whatever Redis lost.
 
 pub mod agent_client;
+mod attempt;
 pub mod breaker;
+pub mod delivery_queries;
+mod dispatch;
 pub mod dlq_queries;
+pub mod fairness;
 pub mod job_queries;
 pub mod queue;
+pub mod response;
 pub mod routes;
 mod service;
+mod supervisor;
 
-pub use service::{CallbackStatus, OrderSync, WorkerStatus, backoff_delay};
+pub use service::{CallbackStatus, OrderSync, backoff_delay, due_after};
+pub use supervisor::WorkerStatus;

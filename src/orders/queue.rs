@@ -1,11 +1,17 @@
-//! Redis dispatch (apalis + apalis-redis). Redis only carries "look at job X now / at T";
-//! Postgres decides. A lost or duplicated task is harmless: the recovery sweep re-dispatches
-//! what Postgres says is due, and a worker only runs a job it can claim.
+//! Redis dispatch (apalis + apalis-redis). Redis only carries "look at job X now", and only
+//! for jobs that are due: retries wait in Postgres until they are due, so what Redis holds is
+//! bounded by the dispatcher and one vendor's backoff never fills it. A lost or duplicated
+//! task is harmless: the dispatcher re-queues what Postgres says is due, and a worker only
+//! runs a job it can claim.
+//!
+//! apalis-redis keeps every task's data, a `{queue}:meta:<id>` hash and a `{queue}:done` entry
+//! after the task is done, and leaves a dead worker's metadata behind: [`Dispatcher::vacuum`]
+//! and [`Dispatcher::reap_dead_workers`] keep Redis flat.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::{
-    BackendExt, BoxDynError, Data, TaskBuilder, TaskSink, WorkerBuilder, WorkerBuilderExt,
+    BackendExt, BoxDynError, Data, TaskSink, WorkerBuilder, WorkerBuilderExt, WorkerError,
 };
 use apalis_redis::{Config, RedisStorage};
 use serde::{Deserialize, Serialize};
@@ -15,12 +21,15 @@ use uuid::Uuid;
 use super::service::OrderSync;
 use crate::db::Redis;
 
-/// What travels through Redis: only the job id (the job itself is in Postgres). Kept
-/// backward compatible: a task Redis cannot decode would stop the worker.
+/// What travels through Redis: the job id (the job itself is in Postgres) and its vendor, so
+/// a worker can apply the vendor's share before touching the database. Kept backward
+/// compatible: a task Redis cannot decode would stop the worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderTask {
     pub job_id: Uuid,
+    #[serde(default)]
+    pub vendor_id: Option<String>,
 }
 
 /// The queue `{prefix}:order-sync` and how workers use it.
@@ -30,9 +39,64 @@ pub fn queue_config(prefix: &str) -> Config {
         // One task per fetch: with more, heartbeats stall while fetched tasks wait for a slot
         // and other workers may take this one's tasks as orphans.
         .batch_size(1)
-        .heartbeat_interval(Duration::from_secs(5))
+        .heartbeat_interval(HEARTBEAT)
         .missed_heartbeats(6)
         .emit_events(false)
+}
+
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Finished tasks removed per vacuum call (each is three small deletions).
+const VACUUM_BATCH: usize = 2_000;
+
+/// Removes finished tasks: pops ids from the done and dead sets, deletes their data, result
+/// and meta hash. O(removed), unlike apalis' own vacuum, which reads the whole data hash and
+/// leaves the done set to grow.
+const VACUUM: &str = r"
+local removed = 0
+for s = 1, 2 do
+  local ids = redis.call('SPOP', KEYS[s], ARGV[1])
+  for _, id in ipairs(ids) do
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('HDEL', KEYS[4] .. ':result', id)
+    redis.call('DEL', KEYS[4] .. ':' .. id)
+    removed = removed + 1
+  end
+end
+return removed
+";
+
+/// Forgets workers of this queue that died without deregistering (kill -9, lost host): a
+/// worker started before ARGV[1] whose last heartbeat is older than ARGV[1] (or gone). What
+/// it held goes back to the active list, as apalis' own orphan sweep does; its registration,
+/// metadata and in-flight set are removed.
+const REAP: &str = r"
+local known = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+local reaped = 0
+for _, name in ipairs(known) do
+  local seen = redis.call('ZSCORE', KEYS[2], name)
+  if (not seen) or tonumber(seen) <= tonumber(ARGV[1]) then
+    local inflight = KEYS[4] .. ':' .. name
+    local held = redis.call('SMEMBERS', inflight)
+    if #held > 0 then
+      redis.call('RPUSH', KEYS[3], unpack(held))
+    end
+    redis.call('DEL', inflight, KEYS[2] .. ':metadata:' .. name)
+    redis.call('ZREM', KEYS[2], name)
+    redis.call('ZREM', KEYS[1], name)
+    reaped = reaped + 1
+  end
+end
+return reaped
+";
+
+/// What Redis holds for the dispatcher's decisions.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueState {
+    /// Tasks a worker may fetch now.
+    pub due: u64,
+    /// Workers with a recent heartbeat (processes serving this queue).
+    pub live_workers: u64,
 }
 
 #[derive(Clone)]
@@ -51,96 +115,127 @@ impl Dispatcher {
         Ok(RedisStorage::new(self.redis.connection().await?).with_config(self.config.clone()))
     }
 
-    /// Tasks waiting in Redis (due or scheduled). apalis' fetch script promotes every due task
-    /// in one Lua `unpack`, which fails beyond ~8 000 and stops the worker: the dispatcher
-    /// keeps this bounded and leaves the rest due in Postgres.
-    pub async fn backlog(&self) -> redis::RedisResult<u64> {
-        let mut conn = self.redis.connection().await?;
-        let (scheduled, active): (u64, u64) = redis::pipe()
-            .zcard(self.config.scheduled_jobs_set())
-            .llen(self.config.active_jobs_list())
-            .query_async(&mut conn)
-            .await?;
-        Ok(scheduled + active)
+    /// The set of every worker this queue has started, with its start time (ours, for
+    /// [`reap_dead_workers`](Self::reap_dead_workers)).
+    fn known_workers_set(&self) -> String {
+        format!("{}:known-workers", self.config.workers_set())
     }
 
-    /// Queues the jobs for a worker, `after` from now (Redis resolution: whole seconds).
-    pub async fn push(&self, job_ids: &[Uuid], after: Duration) -> anyhow::Result<()> {
-        let mut storage = self.storage().await?;
-        for job_id in job_ids {
-            let task = TaskBuilder::new(OrderTask { job_id: *job_id })
-                .run_after(after)
-                .build();
-            storage.push_task(task).await?;
+    pub async fn state(&self) -> redis::RedisResult<QueueState> {
+        let mut conn = self.redis.connection().await?;
+        let now = unix_now();
+        let alive_since = now.saturating_sub(self.config.orphaned_duration().as_secs());
+        let (active, scheduled, live_workers): (u64, u64, u64) = redis::pipe()
+            .llen(self.config.active_jobs_list())
+            .zcount(self.config.scheduled_jobs_set(), 0, now)
+            .zcount(self.config.workers_set(), alive_since, "+inf")
+            .query_async(&mut conn)
+            .await?;
+        Ok(QueueState {
+            due: active + scheduled,
+            live_workers,
+        })
+    }
+
+    /// Queues the jobs for a worker now, in the order given.
+    pub async fn push(&self, jobs: Vec<OrderTask>) -> anyhow::Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
         }
+        let mut storage = self.storage().await?;
+        storage.push_bulk(jobs).await?;
         Ok(())
     }
 
-    /// Runs the worker until `shutdown`, restarting it with backoff if Redis errors kill it.
-    /// A graceful stop lets the tasks in hand finish; one that does not finish in time is
-    /// dropped and comes back through the recovery sweep (Postgres still has it as due).
+    /// Removes the data of finished tasks; returns how many.
+    pub async fn vacuum(&self) -> redis::RedisResult<u64> {
+        let mut conn = self.redis.connection().await?;
+        redis::Script::new(VACUUM)
+            .key(self.config.done_jobs_set())
+            .key(self.config.dead_jobs_set())
+            .key(self.config.job_data_hash())
+            .key(self.config.job_meta_hash())
+            .arg(VACUUM_BATCH)
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// Forgets workers dead for twice the orphan window; returns how many.
+    pub async fn reap_dead_workers(&self) -> redis::RedisResult<u64> {
+        let mut conn = self.redis.connection().await?;
+        let dead_before = unix_now().saturating_sub(2 * self.config.orphaned_duration().as_secs());
+        redis::Script::new(REAP)
+            .key(self.known_workers_set())
+            .key(self.config.workers_set())
+            .key(self.config.active_jobs_list())
+            .key(self.config.inflight_jobs_set())
+            .arg(dead_before)
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// Seconds since the worker's last heartbeat in Redis; `None` when it is not registered.
+    pub async fn heartbeat_age(&self, name: &str) -> redis::RedisResult<Option<Duration>> {
+        let mut conn = self.redis.connection().await?;
+        let seen: Option<u64> = redis::cmd("ZSCORE")
+            .arg(self.config.workers_set())
+            .arg(name)
+            .query_async(&mut conn)
+            .await?;
+        Ok(seen.map(|at| Duration::from_secs(unix_now().saturating_sub(at))))
+    }
+
+    /// A heartbeat older than this means the worker stalled.
+    pub fn stall_after(&self) -> Duration {
+        self.config.heartbeat_interval * 3
+    }
+
+    /// Runs one worker named `name` until `stop` (then lets the tasks in hand finish) or until
+    /// Redis errors end it.
     pub async fn run_worker(
-        self,
+        &self,
         sync: OrderSync,
         concurrency: usize,
-        shutdown: CancellationToken,
-    ) {
-        let mut backoff = Duration::from_millis(200);
-        while !shutdown.is_cancelled() {
-            let storage = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                storage = self.storage() => storage,
-            };
-            let storage = match storage {
-                Ok(storage) => storage.poll_with_interval(Duration::from_millis(100)),
-                Err(error) => {
-                    tracing::warn!(%error, "order-sync worker cannot reach Redis; retrying");
-                    if sleep_or_cancel(&shutdown, backoff).await {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-            };
-            // A unique name per run: apalis refuses a name whose last heartbeat is recent.
-            let name = format!(
-                "order-sync-{}-{}",
-                std::process::id(),
-                Uuid::new_v4().simple()
-            );
-            let worker = WorkerBuilder::new(name.clone())
-                .backend(storage)
-                .data(sync.clone())
-                .concurrency(concurrency)
-                .build(handle_task);
-            let stop = shutdown.clone();
-            let run = worker.run_until(async move {
+        name: String,
+        stop: CancellationToken,
+    ) -> Result<(), WorkerError> {
+        let storage = self
+            .storage()
+            .await
+            .map_err(|e| WorkerError::BackendError(Box::new(e)))?
+            .poll_with_interval(Duration::from_millis(100));
+        let known: redis::RedisResult<()> = async {
+            let mut conn = self.redis.connection().await?;
+            redis::cmd("ZADD")
+                .arg(self.known_workers_set())
+                .arg(unix_now())
+                .arg(&name)
+                .query_async(&mut conn)
+                .await
+        }
+        .await;
+        if let Err(error) = known {
+            return Err(WorkerError::BackendError(Box::new(error)));
+        }
+        let worker = WorkerBuilder::new(name.clone())
+            .backend(storage)
+            .data(sync)
+            .concurrency(concurrency)
+            .build(handle_task);
+        let result = worker
+            .run_until(async move {
                 stop.cancelled().await;
                 Ok::<(), std::io::Error>(())
-            });
-            sync.set_worker_running(true);
-            let outcome = run.await;
-            sync.set_worker_running(false);
-            match outcome {
-                Ok(()) => {
-                    // Stopped gracefully, nothing in hand. (A worker that died stays registered
-                    // so apalis re-queues what it held; Postgres would redo it anyway.)
-                    self.deregister(&name).await;
-                    break;
-                }
-                Err(error) => {
-                    tracing::error!(worker = %name, %error, "order-sync worker stopped; restarting");
-                    if sleep_or_cancel(&shutdown, backoff).await {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
+            })
+            .await;
+        if result.is_ok() {
+            // Stopped gracefully, nothing in hand. (A worker that died stays registered so
+            // its tasks are re-queued; Postgres would redo them anyway.)
+            self.deregister(&name).await;
         }
+        result
     }
-}
 
-impl Dispatcher {
     /// apalis leaves a stopped worker registered (its name in `{queue}:workers`, its metadata
     /// hash) until another worker's heartbeat reaps it; names are unique per run, so without
     /// this every restart would leave a little behind.
@@ -150,6 +245,7 @@ impl Dispatcher {
         };
         let result: redis::RedisResult<()> = redis::pipe()
             .zrem(self.config.workers_set(), name)
+            .zrem(self.known_workers_set(), name)
             .del(format!("{}:metadata:{name}", self.config.workers_set()))
             .query_async(&mut conn)
             .await;
@@ -159,18 +255,23 @@ impl Dispatcher {
     }
 }
 
-/// `true` when cancelled first.
-async fn sleep_or_cancel(shutdown: &CancellationToken, duration: Duration) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(duration) => false,
-    }
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// Always acknowledges: the outcome is recorded in Postgres, and anything left undone there
-/// is found again by the recovery sweep. apalis' own retries (which ignore the attempt limit)
-/// are never used.
+/// is found again by the dispatcher. apalis' own retries (which ignore the attempt limit)
+/// are never used. The attempt runs on a task of its own, so a worker that dies (Redis cut
+/// off) or is restarted by the watchdog does not cancel calls in flight: they finish and
+/// record their outcome.
 async fn handle_task(task: OrderTask, sync: Data<OrderSync>) -> Result<(), BoxDynError> {
-    sync.process_job(task.job_id).await;
+    let sync = (*sync).clone();
+    let job_id = task.job_id;
+    if let Err(error) = tokio::spawn(async move { sync.process_task(task).await }).await {
+        tracing::error!(%job_id, %error, "order sync attempt aborted");
+    }
     Ok(())
 }

@@ -72,7 +72,9 @@ pub struct CallbackAnswer {
 }
 
 /// An agent reports the outcome of an order it accepted with 202. Idempotent: a repeated
-/// callback, or one for a job already finished, changes nothing.
+/// callback changes nothing. A late `completed` (the job failed, was dead-lettered or
+/// superseded meanwhile) still records the ERP reference and resolves the order's
+/// dead-letter entries; a late `failed` never undoes a completion.
 #[utoipa::path(
     post, path = "/api/agents/callback", tag = "orders",
     request_body = Callback,
@@ -191,7 +193,8 @@ async fn job_status(
     Ok(Json(state.orders.job(job_id).await?))
 }
 
-/// Sync an order again, by hand: a new job, queued at once. 409 while the order has a live job.
+/// Sync an order again, by hand: a new job, queued at once, delivered under the order's
+/// idempotency key. 409 while the order has a live job or is already in the ERP.
 #[utoipa::path(
     post, path = "/api/admin/orders/{orderId}/sync", tag = "orders",
     params(("orderId" = Uuid, Path, description = "Order id")),
@@ -199,7 +202,7 @@ async fn job_status(
         AdminErrors, PathErrors,
         (status = 202, description = "Job created and queued", body = SyncJob),
         (status = 404, description = "No such order", body = ErrorBody),
-        (status = 409, description = "The order already has a live job", body = ErrorBody),
+        (status = 409, description = "The order has a live job, or already has its ERP reference", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -286,7 +289,7 @@ pub struct RetryAnswer {
         AdminErrors, PathErrors,
         (status = 201, description = "New job created", body = RetryAnswer),
         (status = 404, description = "No such entry", body = ErrorBody),
-        (status = 409, description = "Already resolved, or the order has a live job", body = ErrorBody),
+        (status = 409, description = "Already resolved, or the order has a live job or its ERP reference", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

@@ -1,33 +1,34 @@
-//! Order sync: the outbox protocol around `sync_jobs`, the worker's body, callbacks, the
-//! dead-letter queue. Every method is a plain async function a route, the scheduler or a test
-//! can call.
+//! Order sync: the service a route, the worker, the scheduler and a test all call. This file
+//! holds its state, the agents' callbacks and the admin operations; the worker's body is in
+//! `attempt.rs`, the dispatcher in `dispatch.rs`, the supervision in `supervisor.rs`.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::AtomicU8},
     time::Duration,
 };
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::Notify;
-use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{
-    agent_client::{AgentClient, CreateOrderOutcome},
-    breaker::{BreakerError, BreakerRegistry, CreateOrderCall},
-    dlq_queries::{self as dlq, DlqEntry, NewDlqEntry},
-    job_queries::{self as jobs, Claimed, SyncJob},
+    agent_client::AgentClient,
+    breaker::BreakerRegistry,
+    delivery_queries as delivery,
+    dlq_queries::{self as dlq, DlqEntry},
+    fairness::Fairness,
+    job_queries::{self as jobs, SyncJob},
     queue::Dispatcher,
+    response::printable,
+    supervisor::WorkerStatus,
 };
 use crate::{
-    agents::{AgentService, model::AgentHealth},
+    agents::AgentService,
     config::Settings,
+    db,
     error::{AppError, ResultExt},
     http::extract::{Page, Pagination},
     ops::{
@@ -37,44 +38,35 @@ use crate::{
 };
 
 pub const API_ORDERS: &str = "orders";
-/// Orders older than this without a job are history, not work: never synced by the sweep.
-const LOOKBACK: chrono::Duration = chrono::Duration::days(7);
-const DISPATCH_BATCH: i64 = 500;
-/// Most tasks kept waiting in Redis; beyond it, due jobs wait in Postgres (see
-/// [`Dispatcher::backlog`]).
-const MAX_REDIS_BACKLOG: u64 = 2_000;
 
 #[derive(Clone)]
 pub struct OrderSync {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    db: PgPool,
-    agents: AgentService,
-    client: Option<AgentClient>,
-    breakers: BreakerRegistry,
-    dispatcher: Dispatcher,
-    max_attempts: u32,
-    backoff: Duration,
-    callback_timeout: Duration,
-    lease: Duration,
-    redispatch_grace: Duration,
-    wake: Notify,
-    prometheus: Prometheus,
-    /// Should this process run the worker (ORDER_SYNC_ENABLED and AGENT_SECRET set)?
-    worker_enabled: bool,
-    worker_running: AtomicBool,
-}
-
-/// This process's order-sync worker, as `/health` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerStatus {
-    Up,
-    /// Should run, but is not running (not started yet, stopped, or restarting after an error).
-    Down,
-    /// Not run by this process (ORDER_SYNC_ENABLED=false, or no AGENT_SECRET).
-    Disabled,
+pub(super) struct Inner {
+    pub db: PgPool,
+    pub agents: AgentService,
+    pub client: Option<AgentClient>,
+    pub breakers: BreakerRegistry,
+    pub dispatcher: Dispatcher,
+    pub fairness: Arc<Fairness>,
+    pub concurrency: usize,
+    pub vendor_share: f64,
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub callback_timeout: Duration,
+    pub agent_timeout: Duration,
+    pub lease: Duration,
+    /// A dispatched task not claimed within this is presumed lost and queued again.
+    pub redispatch_grace: Duration,
+    pub sweep_interval: Duration,
+    pub wake: Notify,
+    /// The earliest time something comes due that the dispatcher knows of.
+    pub timer: Mutex<Option<DateTime<Utc>>>,
+    pub worker_status: AtomicU8,
+    /// Counts job outcomes for `/metrics`.
+    pub prometheus: Prometheus,
 }
 
 /// What a callback says happened.
@@ -94,7 +86,10 @@ impl OrderSync {
         alerts: AlertService,
         prometheus: Prometheus,
     ) -> Self {
-        let worker_enabled = settings.order_sync_enabled && client.is_some();
+        // An attempt holds its job for the agent call, plus the wait for a pool connection to
+        // record its outcome, plus a margin: a live attempt never sees its lease run out.
+        let lease = settings.agent_timeout + db::POOL_ACQUIRE_TIMEOUT + Duration::from_secs(2);
+        let client_set = client.is_some();
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -102,35 +97,30 @@ impl OrderSync {
                 client,
                 breakers: BreakerRegistry::new(settings, alerts),
                 dispatcher,
+                fairness: Arc::new(Fairness::new(
+                    settings.worker_concurrency,
+                    settings.order_sync_vendor_share,
+                )),
+                concurrency: settings.worker_concurrency,
+                vendor_share: settings.order_sync_vendor_share,
                 max_attempts: settings.order_sync_max_attempts,
                 backoff: settings.order_sync_backoff,
                 callback_timeout: settings.order_sync_callback_timeout,
-                // Long enough for the agent call to time out and its outcome to be written.
-                lease: settings.agent_timeout + Duration::from_secs(1),
-                redispatch_grace: settings
-                    .order_sync_sweep_interval
-                    .max(Duration::from_secs(2)),
+                agent_timeout: settings.agent_timeout,
+                lease,
+                redispatch_grace: settings.order_sync_sweep_interval.max(lease * 2),
+                sweep_interval: settings.order_sync_sweep_interval,
                 wake: Notify::new(),
+                timer: Mutex::new(None),
+                // Down until the supervisor starts it, unless this process never runs one.
+                worker_status: AtomicU8::new(if settings.order_sync_enabled && client_set {
+                    WorkerStatus::Down as u8
+                } else {
+                    WorkerStatus::Disabled as u8
+                }),
                 prometheus,
-                worker_enabled,
-                worker_running: AtomicBool::new(false),
             }),
         }
-    }
-
-    pub fn worker_status(&self) -> WorkerStatus {
-        if !self.inner.worker_enabled {
-            WorkerStatus::Disabled
-        } else if self.inner.worker_running.load(Ordering::Acquire) {
-            WorkerStatus::Up
-        } else {
-            WorkerStatus::Down
-        }
-    }
-
-    /// Called by the worker loop as the worker starts and stops.
-    pub(crate) fn set_worker_running(&self, running: bool) {
-        self.inner.worker_running.store(running, Ordering::Release);
     }
 
     pub fn breakers(&self) -> &BreakerRegistry {
@@ -146,7 +136,13 @@ impl OrderSync {
         self.inner.client.is_some()
     }
 
-    /// Asks the dispatch loop to look for due jobs now (new orders, manual re-syncs).
+    /// How long a claim holds a job.
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// Asks the dispatch loop to look for due jobs now (new orders, manual re-syncs, a
+    /// worker slot freed).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
     }
@@ -155,233 +151,10 @@ impl OrderSync {
         self.inner.wake.notified().await;
     }
 
-    /// Creates the jobs of recent orders that have none, then queues every due job.
-    pub async fn sweep(&self) -> Result<usize, AppError> {
-        let created = jobs::create_missing(&self.inner.db, LOOKBACK, 1_000).await?;
-        if !created.is_empty() {
-            tracing::info!(
-                count = created.len(),
-                "created jobs for orders that had none"
-            );
-        }
-        self.dispatch_due().await
-    }
-
-    /// Queues the jobs Postgres says are due and nobody holds, as far as the Redis backlog
-    /// allows; returns how many.
-    pub async fn dispatch_due(&self) -> Result<usize, AppError> {
-        let grace = chrono::Duration::from_std(self.inner.redispatch_grace).unwrap_or_default();
-        let mut total = 0;
-        loop {
-            let backlog = self.inner.dispatcher.backlog().await?;
-            let room = MAX_REDIS_BACKLOG
-                .saturating_sub(backlog)
-                .min(DISPATCH_BATCH as u64) as i64;
-            if room == 0 {
-                return Ok(total);
-            }
-            let due = jobs::take_due(&self.inner.db, grace, room).await?;
-            if !due.is_empty() {
-                // If this push fails the rows stay due: the next sweep, after the grace, retries.
-                self.inner
-                    .dispatcher
-                    .push(&due, Duration::ZERO)
-                    .await
-                    .map_err(AppError::Internal)?;
-            }
-            total += due.len();
-            if (due.len() as i64) < room {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// One attempt at one job: the worker's whole body. Never fails: every outcome is recorded
-    /// in Postgres, and an error half-way leaves the job to the recovery sweep.
-    pub fn process_job(&self, job_id: Uuid) -> futures::future::BoxFuture<'static, ()> {
-        // Boxed here, where every lifetime is concrete, so the worker can prove it `Send`.
-        let this = self.clone();
-        Box::pin(async move {
-            if let Err(error) = this.try_process_job(job_id).await {
-                tracing::error!(%job_id, error = %error, "order sync attempt failed internally; the recovery sweep will redo it");
-            }
-        })
-    }
-
-    async fn try_process_job(&self, job_id: Uuid) -> Result<(), AppError> {
-        let inner = &self.inner;
-        let lease = chrono::Duration::from_std(inner.lease).unwrap_or_default();
-        let Some(claimed) =
-            jobs::claim(&inner.db, job_id, lease, inner.max_attempts as i32).await?
-        else {
-            tracing::debug!(%job_id, "job not claimable (finished, held or not due): delivery dropped");
-            return Ok(());
-        };
-        let job = &claimed.job;
-        let correlation_id = job
-            .payload
-            .get("correlationId")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let span = tracing::info_span!("order_sync", %job_id, vendor_id = %job.vendor_id, attempt = job.retry_count, correlation_id = %correlation_id);
-        self.attempt(claimed, correlation_id).instrument(span).await
-    }
-
-    async fn attempt(&self, claimed: Claimed, correlation_id: String) -> Result<(), AppError> {
-        let inner = &self.inner;
-        let job = claimed.job;
-        if job.retry_count > inner.max_attempts as i32 {
-            return self
-                .dead_letter(
-                    &job,
-                    "attempts exhausted (the last attempt never reported back)",
-                )
-                .await;
-        }
-        let Some(client) = inner.client.clone() else {
-            return self
-                .retry_later(
-                    &job,
-                    "AGENT_SECRET is not configured: agents cannot be called",
-                    None,
-                )
-                .await;
-        };
-        let Some(agent_url) = claimed.agent_url else {
-            return self
-                .retry_later(&job, "no agent registered for this vendor", None)
-                .await;
-        };
-        let health = inner.agents.health_at(
-            claimed.agent_last_heartbeat,
-            claimed.agent_deregistered_at.is_some(),
-            Utc::now(),
-        );
-        if health == AgentHealth::Offline {
-            return self
-                .retry_later(&job, "agent offline: not called", None)
-                .await;
-        }
-        let body = json!({
-            "jobId": job.id,
-            "vendorId": job.vendor_id,
-            "orderId": job.postgres_order_id,
-            "order": job.payload.get("order").cloned().unwrap_or(Value::Null),
-        });
-        let call = CreateOrderCall {
-            client,
-            vendor_id: job.vendor_id.clone(),
-            agent_url,
-            signing: claimed.agent_signing,
-            job_id: job.id.to_string(),
-            correlation_id: correlation_id.clone(),
-            body,
-        };
-        let outcome = inner
-            .breakers
-            .create_order(&job.vendor_id, API_ORDERS, call)
-            .await;
-        match outcome {
-            Ok(CreateOrderOutcome::Done { erp_reference }) => {
-                if jobs::complete(&inner.db, job.id, &erp_reference)
-                    .await?
-                    .is_some()
-                {
-                    inner.prometheus.count_job(JobOutcome::Completed);
-                    tracing::info!(erp_reference = %erp_reference, "order synced");
-                }
-                Ok(())
-            }
-            Ok(CreateOrderOutcome::Accepted) => {
-                let deadline =
-                    chrono::Duration::from_std(inner.callback_timeout).unwrap_or_default();
-                jobs::await_callback(&inner.db, job.id, deadline).await?;
-                inner.prometheus.count_job(JobOutcome::Accepted);
-                tracing::info!("agent accepted the order; waiting for its callback");
-                Ok(())
-            }
-            Err(BreakerError::Open) => {
-                self.retry_later(&job, "circuit breaker open: agent not called", None)
-                    .await
-            }
-            Err(BreakerError::Call(error)) if error.is_retryable() => {
-                self.retry_later(&job, &error.to_string(), error.retry_after())
-                    .await
-            }
-            Err(BreakerError::Call(error)) => {
-                self.dead_letter(&job, &format!("permanent: {error}")).await
-            }
-        }
-    }
-
-    /// A failed attempt worth retrying: later, with exponential backoff and jitter (at least
-    /// what the agent's `Retry-After` asked), or to the DLQ when it was the last attempt.
-    async fn retry_later(
-        &self,
-        job: &SyncJob,
-        reason: &str,
-        retry_after: Option<Duration>,
-    ) -> Result<(), AppError> {
-        let inner = &self.inner;
-        if job.retry_count >= inner.max_attempts as i32 {
-            return self
-                .dead_letter(
-                    job,
-                    &format!("{reason} (after {} attempts)", job.retry_count),
-                )
-                .await;
-        }
-        let delay = backoff_delay(inner.backoff, job.retry_count as u32)
-            .max(retry_after.unwrap_or_default());
-        let due_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        if !jobs::reschedule(&inner.db, job.id, due_at, reason, true).await? {
-            return Ok(()); // finished meanwhile (a callback won the race)
-        }
-        inner.prometheus.count_job(JobOutcome::Retried);
-        tracing::warn!(
-            reason,
-            retry_in_ms = delay.as_millis() as u64,
-            "order sync attempt failed; retrying later"
-        );
-        // Redis schedules in whole seconds: one more keeps the task from arriving before the
-        // job is due (it would be dropped, and only the sweep would bring it back).
-        if let Err(error) = inner
-            .dispatcher
-            .push(&[job.id], delay + Duration::from_secs(1))
-            .await
-        {
-            tracing::warn!(%error, "could not queue the retry; the recovery sweep will");
-        }
-        Ok(())
-    }
-
-    /// Fails the job for good and parks its payload in the dead-letter queue, atomically.
-    async fn dead_letter(&self, job: &SyncJob, reason: &str) -> Result<(), AppError> {
-        let mut tx = self.inner.db.begin().await?;
-        if let Some(failed) = jobs::fail(&mut *tx, job.id, reason).await? {
-            dlq::create(
-                &mut *tx,
-                &NewDlqEntry {
-                    original_job_id: Some(failed.id),
-                    vendor_id: &failed.vendor_id,
-                    operation: &failed.operation,
-                    payload: &failed.payload,
-                    failure_reason: reason,
-                    failure_stack: None,
-                    attempt_count: failed.retry_count,
-                },
-            )
-            .await?;
-            self.inner.prometheus.count_job(JobOutcome::DeadLettered);
-            tracing::error!(job_id = %failed.id, vendor_id = %failed.vendor_id, reason, "order sync failed for good; moved to the dead-letter queue");
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// An agent reports the outcome of a 202. The job must be the agent's vendor's. Repeating
-    /// a callback, or answering a job already finished, changes nothing.
+    /// An agent reports the outcome of a 202. The job must be the agent's vendor's.
+    /// Repeating a callback changes nothing. A late `completed` (after the job failed, was
+    /// dead-lettered or superseded) still records the reference: the ERP has the order, so
+    /// must we; a late `failed` never undoes a completion.
     pub async fn callback(
         &self,
         vendor_id: &str,
@@ -402,24 +175,28 @@ impl OrderSync {
                         json!({"erpReference": ["required"]}),
                     )
                 })?;
-                let completed = jobs::complete(&self.inner.db, job_id, reference).await?;
-                if completed.is_some() {
-                    self.inner.prometheus.count_job(JobOutcome::Completed);
-                }
-                if completed.is_none() && job.erp_reference.as_deref() != Some(reference) {
-                    tracing::warn!(%job_id, status = %job.status, "callback for a finished job ignored");
+                match delivery::complete(&self.inner.db, job_id, reference, None).await? {
+                    Some(done) => {
+                        self.inner.prometheus.count_job(JobOutcome::Completed);
+                        log_completion(&job.status, &done);
+                    }
+                    None if job.erp_reference.as_deref() != Some(reference) => {
+                        tracing::warn!(%job_id, status = %job.status, "completion callback contradicts the job's outcome; ignored");
+                    }
+                    None => {}
                 }
             }
             CallbackStatus::Failed => {
-                if matches!(job.status.as_str(), "pending" | "processing") {
-                    self.dead_letter(
-                        &job,
-                        &format!(
-                            "agent reported failure: {}",
-                            error.unwrap_or("no reason given")
-                        ),
-                    )
-                    .await?;
+                let reason = format!(
+                    "agent reported failure: {}",
+                    printable(error.unwrap_or("no reason given"), 2_000)
+                );
+                if delivery::dead_letter(&self.inner.db, job_id, None, &reason, false)
+                    .await?
+                    .is_some()
+                {
+                    self.inner.prometheus.count_job(JobOutcome::DeadLettered);
+                    tracing::error!(%job_id, vendor_id, "the agent reported the order failed; moved to the dead-letter queue");
                 } else {
                     tracing::warn!(%job_id, status = %job.status, "failure callback for a finished job ignored");
                 }
@@ -428,7 +205,8 @@ impl OrderSync {
         self.job(job_id).await
     }
 
-    /// Admin re-sync of an order: a new job, unless one is live (409).
+    /// Admin re-sync of an order: a new job, unless the order has a live job or already has
+    /// its ERP reference (409 both).
     pub async fn sync_order(
         &self,
         order_id: Uuid,
@@ -441,10 +219,27 @@ impl OrderSync {
             self.inner.max_attempts as i32,
         )
         .await
-        .on_constraint(jobs::ONE_LIVE_JOB_PER_ORDER, || live_job_conflict(order_id))?
-        .ok_or_else(|| AppError::not_found(format!("no order {order_id}")))?;
+        .on_constraint(jobs::ONE_LIVE_JOB_PER_ORDER, || live_job_conflict(order_id))?;
+        let Some(job) = job else {
+            return Err(self.why_not_syncable(order_id).await?);
+        };
         self.wake();
         Ok(job)
+    }
+
+    /// Why [`jobs::create_for_order`] made no job.
+    async fn why_not_syncable(&self, order_id: Uuid) -> Result<AppError, AppError> {
+        Ok(
+            match jobs::order_reference(&self.inner.db, order_id).await? {
+                None => AppError::not_found(format!("no order {order_id}")),
+                Some(Some(reference)) => AppError::Conflict(format!(
+                    "order {order_id} is already in the ERP (reference {reference})"
+                )),
+                Some(None) => {
+                    AppError::Conflict(format!("order {order_id} changed meanwhile; try again"))
+                }
+            },
+        )
     }
 
     pub async fn job(&self, job_id: Uuid) -> Result<SyncJob, AppError> {
@@ -494,7 +289,7 @@ impl OrderSync {
     }
 
     /// Retries a dead-letter entry as a new job (queued at once); the entry records it and
-    /// counts as resolved.
+    /// counts as resolved. The new job carries the same idempotency key (the order id).
     pub async fn retry_dead_letter(
         &self,
         id: Uuid,
@@ -508,10 +303,14 @@ impl OrderSync {
             return Err(AppError::Conflict("this entry is already resolved".into()));
         }
         let order_id = entry
-            .payload
-            .get("orderId")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<Uuid>().ok())
+            .order_id
+            .or_else(|| {
+                entry
+                    .payload
+                    .get("orderId")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<Uuid>().ok())
+            })
             .ok_or_else(|| {
                 AppError::Conflict("the entry's payload names no order to retry".into())
             })?;
@@ -522,8 +321,11 @@ impl OrderSync {
             self.inner.max_attempts as i32,
         )
         .await
-        .on_constraint(jobs::ONE_LIVE_JOB_PER_ORDER, || live_job_conflict(order_id))?
-        .ok_or_else(|| AppError::Conflict(format!("order {order_id} no longer exists")))?;
+        .on_constraint(jobs::ONE_LIVE_JOB_PER_ORDER, || live_job_conflict(order_id))?;
+        let Some(job) = job else {
+            drop(tx);
+            return Err(self.why_not_syncable(order_id).await?);
+        };
         let entry = dlq::mark_retried(&mut *tx, id, job.id)
             .await?
             .ok_or_else(|| AppError::Conflict("this entry is already resolved".into()))?;
@@ -551,13 +353,32 @@ impl OrderSync {
     }
 }
 
+pub(super) fn log_completion(previous_status: &str, done: &delivery::Completed) {
+    let job = &done.job;
+    if matches!(previous_status, "failed" | "cancelled") || done.healed > 0 || done.superseded > 0 {
+        tracing::info!(job_id = %job.id, previous_status, healed_dead_letters = done.healed,
+            cancelled_jobs = done.superseded, "late completion: the order is recorded as in the ERP");
+    }
+    if !done.order_updated && job.postgres_order_id.is_some() {
+        tracing::warn!(job_id = %job.id, "the order already had an ERP reference; kept the first one");
+    }
+}
+
 /// `base × 2^(attempt-1)`, ±20 % jitter so retries of many jobs do not arrive together.
 pub fn backoff_delay(base: Duration, attempt: u32) -> Duration {
     let exponential = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
     let jitter = rand::rng().random_range(0.8..1.2);
     exponential
-        .mul_f64(jitter)
         .min(Duration::from_secs(24 * 3600))
+        .mul_f64(jitter)
+}
+
+/// `now + delay`, never panicking: a delay too large for a date saturates at a week.
+pub fn due_after(delay: Duration) -> DateTime<Utc> {
+    let now = Utc::now();
+    let week = chrono::Duration::days(7);
+    let delay = chrono::Duration::from_std(delay).unwrap_or(week).min(week);
+    now.checked_add_signed(delay).unwrap_or(now)
 }
 
 fn live_job_conflict(order_id: Uuid) -> AppError {

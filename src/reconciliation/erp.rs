@@ -21,8 +21,9 @@ use crate::{
     agents::client::{AgentHttp, AgentTarget, StoredSigning, transport_error},
     domain::validate_code,
     orders::{
-        agent_client::{AgentCallError, call_error, excerpt},
+        agent_client::{AgentCallError, call_error},
         breaker::{BreakerError, BreakerRegistry},
+        response::{printable, read_bounded},
     },
 };
 
@@ -311,8 +312,11 @@ impl ErpCatalogue {
                     .send()
                     .await
                     .map_err(|e| call_error(transport_error(&e)))?;
+                let mut response = response;
                 let status = response.status();
-                let (body, truncated) = read_capped(response, cap).await?;
+                let (body, truncated) = read_bounded(&mut response, cap)
+                    .await
+                    .map_err(|e| call_error(transport_error(&e)))?;
                 (status, body, truncated)
             }
         };
@@ -322,7 +326,7 @@ impl ErpCatalogue {
                 retry_after: None,
                 // Agent text reaches events and logs: no control characters (Postgres refuses
                 // NUL in text), bounded.
-                body: excerpt(&body),
+                body: printable(&String::from_utf8_lossy(&body), 500),
             });
         }
         if truncated {
@@ -344,32 +348,6 @@ fn owned_pairs(range: &SkuRange, limit: Option<usize>) -> Vec<(&'static str, Str
         pairs.push(("limit", limit.to_string()));
     }
     pairs
-}
-
-/// Reads at most `cap` bytes of a body, chunk by chunk, whatever Content-Length says; `true`
-/// when there was more.
-async fn read_capped(
-    mut response: reqwest::Response,
-    cap: usize,
-) -> Result<(Vec<u8>, bool), AgentCallError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > cap as u64)
-    {
-        return Ok((Vec::new(), true));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| call_error(transport_error(&e)))?
-    {
-        if body.len() + chunk.len() > cap {
-            return Ok((body, true));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((body, false))
 }
 
 fn bad(message: impl Into<String>) -> AgentCallError {
@@ -433,7 +411,7 @@ pub fn parse_items(
         if validate_code(&keys.sku).is_err() {
             return Err(bad(format!(
                 "invalid sku {:?}: 1-100 characters without control characters",
-                excerpt(keys.sku.as_bytes())
+                printable(&keys.sku, 120)
             )));
         }
         if !range.contains(&keys.sku) {

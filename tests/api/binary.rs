@@ -9,7 +9,7 @@ use std::{
 use sqlx::PgPool;
 
 /// The test database's URL, so the binary works on the database `#[sqlx::test]` made.
-async fn database_url(db: &PgPool) -> String {
+pub(crate) async fn database_url(db: &PgPool) -> String {
     let name: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(db)
         .await

@@ -21,6 +21,8 @@ fn defaults_match_the_design() {
     assert!(settings.api_secret.is_none() && settings.agent_secret.is_none());
     assert_eq!(settings.agent_degraded_after.as_secs(), 60);
     assert_eq!(settings.agent_offline_after.as_secs(), 300);
+    assert_eq!(settings.order_sync_max_retry_after.as_secs(), 3600);
+    assert_eq!(settings.order_sync_vendor_share, 0.5);
 }
 
 #[test]
@@ -39,6 +41,11 @@ fn invalid_values_name_their_variable() {
         ("REDIS_PREFIX", "has space"),
         ("APP_ENV", "staging"),
         ("SLACK_WEBHOOK_URL", "ftp://hooks.example.com"),
+        ("ORDER_SYNC_MAX_RETRY_AFTER_SECS", "0"),
+        ("ORDER_SYNC_MAX_RETRY_AFTER_SECS", "18446744073709551615"),
+        ("ORDER_SYNC_VENDOR_SHARE", "0"),
+        ("ORDER_SYNC_VENDOR_SHARE", "1.5"),
+        ("ORDER_SYNC_VENDOR_SHARE", "NaN"),
     ] {
         let error = Settings::from_vars(vars(&[(var, value)])).expect_err(var);
         assert_eq!(error.variable(), Some(var), "{var}={value}: {error}");

@@ -7,7 +7,7 @@ use erp_sync::{
         model::{MappingType, SeedEntry},
         queries as mappings,
     },
-    orders::{dlq_queries as dlq, job_queries as jobs},
+    orders::{delivery_queries as delivery, dlq_queries as dlq, job_queries as jobs},
     reconciliation::queries as events,
 };
 use serde_json::json;
@@ -65,11 +65,15 @@ async fn sync_jobs_lifecycle_and_metrics(db: PgPool) {
     );
     assert_eq!(jobs::count_waiting(&db, 10).await.unwrap(), 1);
 
-    let done = jobs::complete(&db, job.id, "ERP-1").await.unwrap().unwrap();
+    let done = delivery::complete(&db, job.id, "ERP-1", None)
+        .await
+        .unwrap()
+        .unwrap()
+        .job;
     assert_eq!(done.erp_reference.as_deref(), Some("ERP-1"));
     assert!(done.completed_at.is_some());
     assert!(
-        jobs::complete(&db, Uuid::new_v4(), "ERP-2")
+        delivery::complete(&db, Uuid::new_v4(), "ERP-2", None)
             .await
             .unwrap()
             .is_none()
@@ -79,7 +83,7 @@ async fn sync_jobs_lifecycle_and_metrics(db: PgPool) {
     let other = jobs::create(&db, &new_job(None, "v1", &payload))
         .await
         .unwrap();
-    jobs::fail(&db, other.id, "agent said no")
+    delivery::dead_letter(&db, other.id, None, "agent said no", false)
         .await
         .unwrap()
         .unwrap();

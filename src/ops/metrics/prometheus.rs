@@ -66,17 +66,21 @@ pub enum JobOutcome {
     Completed,
     /// The agent answered 202: it will call back.
     Accepted,
-    /// Failed or deferred; tried again later.
+    /// The call failed; tried again later (an attempt spent).
     Retried,
+    /// The agent was not called (offline, breaker open, address refused); the job waits
+    /// without spending an attempt.
+    Deferred,
     /// Failed for good: in the dead-letter queue.
     DeadLettered,
 }
 
 impl JobOutcome {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Completed,
         Self::Accepted,
         Self::Retried,
+        Self::Deferred,
         Self::DeadLettered,
     ];
 
@@ -85,6 +89,7 @@ impl JobOutcome {
             Self::Completed => "completed",
             Self::Accepted => "accepted",
             Self::Retried => "retried",
+            Self::Deferred => "deferred",
             Self::DeadLettered => "dead_lettered",
         }
     }
