@@ -453,7 +453,6 @@ async fn vendor_a_with_3000_jobs_in_backoff_does_not_delay_vendor_b(db: PgPool) 
 
     insert_orders(&db, VENDOR, 3000).await;
     // B's orders arrive while A's 3 000 are being worked through: B gets its share at once.
-    let started = Instant::now();
     let early = insert_orders(&db, OTHER, 10).await;
     for order_id in &early {
         eventually(Duration::from_secs(15), "B's order completed", || {
@@ -461,10 +460,12 @@ async fn vendor_a_with_3000_jobs_in_backoff_does_not_delay_vendor_b(db: PgPool) 
         })
         .await;
     }
+    // Fairness is an order, not a speed: B's orders are through while A still has orders that
+    // were never tried (first come, first served would have tried all 3 000 of A's first).
+    let untried = count_where(&db, "vendor_id = 'vendor-a' AND retry_count = 0").await;
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "B waited {:?} behind A",
-        started.elapsed()
+        untried >= 100,
+        "B's orders completed only after (nearly) every one of A's had been tried: {untried} untried"
     );
 
     eventually(
@@ -495,7 +496,6 @@ async fn vendor_a_with_3000_jobs_in_backoff_does_not_delay_vendor_b(db: PgPool) 
         .unwrap();
     assert_eq!((active, scheduled), (0, 0));
 
-    let started = Instant::now();
     let late = insert_orders(&db, OTHER, 10).await;
     for order_id in &late {
         eventually(Duration::from_secs(15), "B's order completed", || {
@@ -503,11 +503,7 @@ async fn vendor_a_with_3000_jobs_in_backoff_does_not_delay_vendor_b(db: PgPool) 
         })
         .await;
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    // (Each within 15 s, where A's retries come due in an hour: the Redis bound kept none of them.)
     assert_eq!(
         a.calls(),
         3000,
