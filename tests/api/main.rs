@@ -24,6 +24,7 @@ mod properties;
 mod reconciliation;
 mod reconciliation_failures;
 mod reconciliation_routes;
+mod replicas;
 mod repositories;
 mod security_memory;
 mod security_preauth;
