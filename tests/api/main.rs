@@ -21,6 +21,7 @@ mod order_faults;
 mod order_resilience;
 mod orders;
 mod properties;
+mod rate_limits;
 mod reconciliation;
 mod reconciliation_failures;
 mod reconciliation_routes;
