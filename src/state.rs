@@ -62,7 +62,7 @@ impl AppState {
         );
         let breaker_views = BreakerViews::new(
             &settings,
-            orders.breakers().clone(),
+            orders.clone(),
             redis.clone(),
             db.clone(),
             replica_id(),

@@ -11,7 +11,13 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::breaker::{BreakerRegistry, BreakerSnapshot, ReplicaBreaker};
+use super::{
+    OrderSync,
+    attempt::BREAKER_WAIT,
+    breaker::{BreakerRegistry, BreakerSnapshot, ReplicaBreaker},
+    delivery_queries,
+    service::API_ORDERS,
+};
 use crate::{config::Settings, db::Redis};
 
 /// How often a replica republishes its view.
@@ -28,6 +34,7 @@ pub struct BreakerViews {
 
 struct Inner {
     registry: BreakerRegistry,
+    orders: OrderSync,
     redis: Redis,
     db: PgPool,
     replica_id: String,
@@ -66,14 +73,15 @@ struct ResetAnnouncement {
 impl BreakerViews {
     pub fn new(
         settings: &Settings,
-        registry: BreakerRegistry,
+        orders: OrderSync,
         redis: Redis,
         db: PgPool,
         replica_id: String,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                registry,
+                registry: orders.breakers().clone(),
+                orders,
                 redis,
                 db,
                 replica_id,
@@ -154,9 +162,23 @@ impl BreakerViews {
     }
 
     /// Resets the breaker here and tells every other replica to; `false` when the
-    /// announcement could not be made (the other replicas keep their state).
+    /// announcement could not be made (the other replicas keep their state). The vendor's
+    /// orders that waited for its `orders` breaker are due at once.
     pub async fn broadcast_reset(&self, vendor_id: &str, api_type: &str) -> bool {
         self.inner.registry.reset(vendor_id, api_type).await;
+        if api_type == API_ORDERS {
+            match delivery_queries::resume_waiting(&self.inner.db, vendor_id, BREAKER_WAIT).await {
+                Ok(resumed) => tracing::info!(
+                    vendor_id,
+                    resumed,
+                    "orders that waited for the breaker are due now"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, vendor_id, "orders that wait for the breaker keep their wait")
+                }
+            }
+            self.inner.orders.wake();
+        }
         let payload = serde_json::to_string(&ResetAnnouncement {
             origin: self.inner.replica_id.clone(),
             vendor_id: vendor_id.to_owned(),
@@ -186,6 +208,9 @@ impl BreakerViews {
         };
         if reset.origin == self.inner.replica_id {
             return;
+        }
+        if reset.api_type == API_ORDERS {
+            self.inner.orders.wake();
         }
         if self
             .inner

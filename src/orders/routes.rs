@@ -379,7 +379,8 @@ pub struct BreakerReset {
 /// Close a circuit breaker and clear its counts, on every replica.
 ///
 /// Applied by the answering replica at once and announced to the others (Postgres NOTIFY),
-/// which reset theirs as soon as they hear it. 404 when no live replica has this breaker.
+/// which reset theirs as soon as they hear it. Resetting an `orders` breaker makes the vendor's
+/// orders that waited for it due at once. 404 when no live replica has this breaker.
 #[utoipa::path(
     post, path = "/api/admin/circuit-breakers/{vendorId}/{apiType}/reset", tag = "orders",
     params(("vendorId" = inline(VendorId), Path, description = "Vendor id"), ("apiType" = String, Path, max_length = 50, description = "API, e.g. orders")),

@@ -238,7 +238,8 @@ async fn three_replicas_share_limits_breakers_mappings_and_cron(db: PgPool) {
         },
     )
     .await;
-    // The breakers stay open for 10 minutes unless reset.
+    // The agent recovers, but the breakers stay open for 10 minutes unless reset.
+    sick.set(Behaviour::Create(Duration::ZERO));
     let (status, reset) = replicas
         .admin_post(
             0,
@@ -260,6 +261,16 @@ async fn three_replicas_share_limits_breakers_mappings_and_cron(db: PgPool) {
         )
         .await;
     }
+
+    // The orders that waited for the breakers go at once.
+    eventually(
+        Duration::from_secs(30),
+        "the waiting orders delivered",
+        || async {
+            count_where(&db, "vendor_id = 'sick-vendor' AND status = 'completed'").await == 30
+        },
+    )
+    .await;
 
     // Every second, three schedulers: each tick of check-dlq ran once.
     eventually(Duration::from_secs(10), "a few ticks of check-dlq", || async {
