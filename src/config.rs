@@ -61,6 +61,9 @@ pub struct Settings {
     pub order_sync_enabled: bool,
     pub swagger_enabled: bool,
     pub cors_origins: Vec<HeaderValue>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`); empty: the
+    /// TCP peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub agent_degraded_after: Duration,
     pub agent_offline_after: Duration,
     pub register_rate_limit_per_min: u32,
@@ -138,6 +141,7 @@ impl fmt::Debug for Settings {
             )
             .field("swagger_enabled", &self.swagger_enabled)
             .field("cors_origins", &self.cors_origins)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("metrics_enabled", &self.metrics_enabled)
             .field("scheduler_enabled", &self.scheduler_enabled)
             .field("alert_cooldown", &self.alert_cooldown)
@@ -218,6 +222,7 @@ struct Raw {
     order_sync_enabled: String,
     swagger_enabled: String,
     cors_origins: String,
+    trusted_proxies: String,
     agent_degraded_after_secs: String,
     agent_offline_after_secs: String,
     register_rate_limit_per_min: String,
@@ -269,6 +274,26 @@ impl Raw {
     }
 }
 
+/// `TRUSTED_PROXIES`: a comma list of addresses (`10.0.0.7`) and networks (`10.0.0.0/8`).
+fn parse_trusted_proxies(raw: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    ConfigError::invalid(
+                        "TRUSTED_PROXIES",
+                        format!("{entry:?} is not an IP address or CIDR network like 10.0.0.0/8"),
+                    )
+                })
+        })
+        .collect()
+}
+
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erp_sync";
 
 const DEFAULTS: &[(&str, &str)] = &[
@@ -286,6 +311,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("order_sync_enabled", "true"),
     ("swagger_enabled", "false"),
     ("cors_origins", ""),
+    ("trusted_proxies", ""),
     ("agent_degraded_after_secs", "60"),
     ("agent_offline_after_secs", "300"),
     ("register_rate_limit_per_min", "10"),
@@ -426,6 +452,7 @@ impl Settings {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let trusted_proxies = parse_trusted_proxies(&raw.trusted_proxies)?;
         let degraded = int::<u64>(
             "AGENT_DEGRADED_AFTER_SECS",
             &raw.agent_degraded_after_secs,
@@ -492,6 +519,7 @@ impl Settings {
             order_sync_enabled: boolean("ORDER_SYNC_ENABLED", &raw.order_sync_enabled)?,
             swagger_enabled: boolean("SWAGGER_ENABLED", &raw.swagger_enabled)?,
             cors_origins,
+            trusted_proxies,
             agent_degraded_after: Duration::from_secs(degraded),
             agent_offline_after: Duration::from_secs(offline),
             register_rate_limit_per_min: int(

@@ -5,7 +5,13 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Settings, db, http::server::ServerLimits, state::AppState};
+use crate::{
+    config::Settings,
+    db,
+    http::server::ServerLimits,
+    orders::breaker_views::{PUBLISH_EVERY, RESET_CHANNEL},
+    state::AppState,
+};
 
 pub struct Application {
     listener: TcpListener,
@@ -67,6 +73,7 @@ impl Application {
         let tasks = TaskTracker::new();
         spawn_housekeeping(&tasks, &self.state, shutdown.clone());
         spawn_listener(&tasks, &self.state, shutdown.clone());
+        spawn_breaker_views(&tasks, &self.state, shutdown.clone());
         spawn_order_sync(&tasks, &self.state, shutdown.clone());
         spawn_watch(&tasks, &self.state, cron, shutdown.clone());
 
@@ -112,23 +119,31 @@ fn spawn_housekeeping(tasks: &TaskTracker, state: &AppState, shutdown: Cancellat
 }
 
 /// What other processes announce through Postgres: new orders (`erp_sync_jobs`, from the
-/// trigger; a burst wakes the dispatch loop once) and mapping changes made by another replica
-/// (`erp_sync_mappings`, payload `{instance} {vendor id}`).
+/// trigger; a burst wakes the dispatch loop once), mapping changes made by another replica
+/// (`erp_sync_mappings`, payload `{instance} {vendor id}`) and breaker resets
+/// (`erp_sync_breakers`).
 fn spawn_listener(tasks: &TaskTracker, state: &AppState, shutdown: CancellationToken) {
-    let (db, orders, mappings) = (
+    let (db, orders, mappings, breakers) = (
         state.db.clone(),
         state.orders.clone(),
         state.mappings.clone(),
+        state.breaker_views.clone(),
     );
     tasks.spawn(async move {
         loop {
             let listener = async {
                 let mut listener = sqlx::postgres::PgListener::connect_with(&db).await?;
-                listener.listen_all(["erp_sync_jobs", "erp_sync_mappings"]).await?;
+                listener
+                    .listen_all(["erp_sync_jobs", "erp_sync_mappings", RESET_CHANNEL])
+                    .await?;
+                // Whatever was announced while not listening is lost: forget every cached
+                // mapping rather than serve one another replica changed meanwhile.
+                mappings.forget_all();
                 loop {
                     let notification = listener.recv().await?;
                     match notification.channel() {
                         "erp_sync_mappings" => mappings.on_announcement(notification.payload()),
+                        RESET_CHANNEL => breakers.on_announcement(notification.payload()).await,
                         _ => orders.wake(),
                     }
                 }
@@ -148,6 +163,22 @@ fn spawn_listener(tasks: &TaskTracker, state: &AppState, shutdown: CancellationT
                 }
             }
         }
+    });
+}
+
+/// Publishes this replica's breakers for the others' listings, and withdraws them on stop.
+fn spawn_breaker_views(tasks: &TaskTracker, state: &AppState, shutdown: CancellationToken) {
+    let views = state.breaker_views.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(PUBLISH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => views.publish().await,
+            }
+        }
+        views.withdraw().await;
     });
 }
 

@@ -17,7 +17,9 @@ use crate::{
         metrics::{MetricsService, Prometheus},
         scheduler::{Jobs, Scheduler},
     },
-    orders::{OrderSync, agent_client::AgentClient, queue::Dispatcher},
+    orders::{
+        OrderSync, agent_client::AgentClient, breaker_views::BreakerViews, queue::Dispatcher,
+    },
     reconciliation::ReconciliationService,
 };
 
@@ -30,6 +32,8 @@ pub struct AppState {
     pub mappings: MappingService,
     pub ingest: IngestService,
     pub orders: OrderSync,
+    /// Every replica's breakers, and resets that reach them all.
+    pub breaker_views: BreakerViews,
     pub rate_limits: Arc<RateLimits>,
     pub alerts: AlertService,
     pub prometheus: Prometheus,
@@ -43,7 +47,7 @@ impl AppState {
     pub fn new(settings: Settings, db: PgPool, redis: Redis) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let mappings = MappingService::new(db.clone());
-        let agents = AgentService::new(db.clone(), &settings);
+        let agents = AgentService::new(db.clone(), &settings, &redis);
         let alerts = AlertService::new(&settings, redis.clone())?;
         let prometheus = Prometheus::new();
         let client = AgentClient::new(&settings)?;
@@ -55,6 +59,13 @@ impl AppState {
             &settings,
             alerts.clone(),
             prometheus.clone(),
+        );
+        let breaker_views = BreakerViews::new(
+            &settings,
+            orders.clone(),
+            redis.clone(),
+            db.clone(),
+            replica_id(),
         );
         let ingest = IngestService::new(db.clone(), mappings.clone());
         let reconciliation = ReconciliationService::new(
@@ -88,13 +99,25 @@ impl AppState {
             health: HealthChecks::default(),
             reconciliation,
             orders,
+            breaker_views,
             agents,
             ingest,
             mappings,
-            rate_limits: Arc::new(RateLimits::new(&settings)),
+            rate_limits: Arc::new(RateLimits::new(&settings, &redis)),
             settings,
             db,
             redis,
         })
     }
+}
+
+/// This process among the replicas: host, pid and a random part (a restarted process is a new
+/// replica).
+fn replica_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "erp-sync".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }

@@ -1,10 +1,8 @@
 //! `/api/agents/*`: registration, heartbeat, admin views, deregistration.
 
-use std::net::SocketAddr;
-
 use axum::{
     Json,
-    extract::{ConnectInfo, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -12,12 +10,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     model::{AgentView, Heartbeat, RegisterAgent, RegisteredAgent},
     service::RegistrationCaller,
+    tokens::client_key,
 };
 use crate::{
     domain::VendorId,
     error::{AppError, ErrorBody},
     http::{
         auth::{API_KEY_HEADER, AdminAuth, AgentJson, bearer_token, check_admin_key},
+        client_ip::ClientIp,
         extract::{Path, ValidJson},
         responses::{AdminErrors, AgentErrors, JsonBodyErrors, PathErrors, RateLimited},
     },
@@ -56,7 +56,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 async fn register(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     ValidJson(request): ValidJson<RegisterAgent>,
 ) -> Result<(StatusCode, Json<RegisteredAgent>), AppError> {
@@ -66,18 +66,24 @@ async fn register(
     // the same address never lock the admin out (see docs/auth.md).
     let caller = if headers.contains_key(API_KEY_HEADER) {
         if let Err(unauthorized) = check_admin_key(&headers, &state) {
-            limits.register_unverified.check(&client.ip())?;
+            limits
+                .register_unverified
+                .check(&client_key(client).to_string())
+                .await?;
             return Err(unauthorized);
         }
-        limits.register.check(&client.ip())?;
+        limits
+            .register
+            .check(&client_key(client).to_string())
+            .await?;
         RegistrationCaller::Admin
     } else {
-        limits.register_unverified.check(&client.ip())?;
+        limits
+            .register_unverified
+            .check(&client_key(client).to_string())
+            .await?;
         match bearer_token(&headers)? {
-            Some(token) => RegistrationCaller::Agent {
-                token,
-                client: client.ip(),
-            },
+            Some(token) => RegistrationCaller::Agent { token, client },
             None => {
                 return Err(AppError::Unauthorized(
                     "registering needs the admin API key, or the vendor's current agent token to rotate it",

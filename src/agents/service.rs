@@ -16,7 +16,7 @@ use super::{
     signing::{self, Sealer},
     tokens::TokenVerifier,
 };
-use crate::{config::Settings, domain::validate_vendor_id, error::AppError};
+use crate::{config::Settings, db::Redis, domain::validate_vendor_id, error::AppError};
 
 const REGISTRATION_REFUSED: &str =
     "registering needs the admin API key, or the vendor's current agent token to rotate it";
@@ -50,10 +50,10 @@ pub struct AgentService {
 }
 
 impl AgentService {
-    pub fn new(db: PgPool, settings: &Settings) -> Self {
+    pub fn new(db: PgPool, settings: &Settings, redis: &Redis) -> Self {
         Self {
             db,
-            tokens: Arc::new(TokenVerifier::new(settings)),
+            tokens: Arc::new(TokenVerifier::new(settings, redis)),
             preauth_budget: Arc::new(Semaphore::new(settings.agent_preauth_budget_bytes)),
             sealer: Sealer::from_settings(settings),
             policy: AddressPolicy::from_settings(settings),
@@ -351,8 +351,8 @@ impl AgentService {
 
     /// 429 when this client has spent its failed-authentication budget: checked before
     /// reading more of its body.
-    pub fn check_client(&self, client: IpAddr) -> Result<(), AppError> {
-        self.tokens.check_client(client)
+    pub async fn check_client(&self, client: IpAddr) -> Result<(), AppError> {
+        self.tokens.check_client(client).await
     }
 
     /// bcrypt verifications started so far (tests, metrics).
@@ -372,11 +372,11 @@ impl AgentService {
         client: IpAddr,
     ) -> Result<TokenCheck, AppError> {
         let Some(record) = queries::find_by_vendor_id(&self.db, vendor_id).await? else {
-            self.tokens.refused_without_bcrypt(client)?;
+            self.tokens.refused_without_bcrypt(client).await?;
             return Ok(TokenCheck::UnknownVendor);
         };
         if record.deregistered_at.is_some() {
-            self.tokens.refused_without_bcrypt(client)?;
+            self.tokens.refused_without_bcrypt(client).await?;
             return Ok(TokenCheck::Invalid);
         }
         if self

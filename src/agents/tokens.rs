@@ -7,24 +7,21 @@
 //! blocking pool, a few at a time.
 
 use std::{
-    hash::Hash,
     net::{IpAddr, Ipv6Addr},
-    num::NonZeroU32,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use base64::Engine;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use moka::sync::Cache;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::{config::Settings, error::AppError};
+use crate::{config::Settings, db::Redis, error::AppError, http::rate_limit::SharedLimiter};
 
 const BCRYPT_COST: u32 = 10;
 /// Hashes made since tokens are pre-hashed carry this marker; hashes without it are checked
@@ -83,55 +80,29 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 /// bcrypt, so however many requests arrive together, no more than the budget reach bcrypt; a
 /// working agent's token is cached after its first success, so in practice the budget counts
 /// failures. An address that authenticated for a vendor is exempt from that vendor's budget,
-/// so an attack on a vendor from elsewhere does not lock its own agent out. In this process
-/// only, for now: each replica enforces its own budget.
+/// so an attack on a vendor from elsewhere does not lock its own agent out. The budgets are
+/// shared by every replica through Redis (see [`SharedLimiter`]); which addresses
+/// authenticated is each replica's own memory.
 pub struct FailureLimits {
-    clients: Budget<IpAddr>,
-    vendors: Budget<String>,
+    clients: SharedLimiter,
+    vendors: SharedLimiter,
     known_good: Cache<(String, IpAddr), ()>,
 }
 
-struct Budget<K: Hash + Eq + Clone + Send + Sync + 'static> {
-    limiter: DefaultKeyedRateLimiter<K>,
-    /// Keys last refused, until when: what [`FailureLimits::check_client`] looks at without
-    /// spending anything.
-    blocked_until: Cache<K, Instant>,
-}
-
-impl<K: Hash + Eq + Clone + Send + Sync + 'static> Budget<K> {
-    fn per_minute(n: u32) -> Self {
-        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(n)),
-            // A refusal names a wait of at most one refill interval (60 s / n).
-            blocked_until: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
-        }
-    }
-
-    fn take(&self, key: K) -> Result<(), Duration> {
-        self.limiter.check_key(&key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            self.blocked_until.insert(key, Instant::now() + wait);
-            wait
-        })
-    }
-
-    fn peek(&self, key: &K) -> Result<(), Duration> {
-        match self.blocked_until.get(key) {
-            Some(until) if until > Instant::now() => Err(until - Instant::now()),
-            _ => Ok(()),
-        }
-    }
-}
-
 impl FailureLimits {
-    pub fn new(per_minute: u32) -> Self {
+    pub fn new(settings: &Settings, redis: &Redis) -> Self {
+        let per_minute = settings.auth_failures_per_min;
         Self {
-            clients: Budget::per_minute(per_minute),
-            vendors: Budget::per_minute(per_minute),
+            clients: SharedLimiter::per_minute(
+                redis.clone(),
+                settings.redis_key("ratelimit:auth-failures:client"),
+                per_minute,
+            ),
+            vendors: SharedLimiter::per_minute(
+                redis.clone(),
+                settings.redis_key("ratelimit:auth-failures:vendor"),
+                per_minute,
+            ),
             known_good: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(KNOWN_GOOD_TTL)
@@ -141,34 +112,31 @@ impl FailureLimits {
 
     /// Spends a unit of the client's budget and, unless this client has authenticated for
     /// this vendor before, of the vendor's; 429 when either is spent.
-    pub fn take(&self, client: IpAddr, vendor_id: Option<&str>) -> Result<(), AppError> {
-        let limited = |retry_after| AppError::RateLimited { retry_after };
-        self.clients.take(client).map_err(limited)?;
+    pub async fn take(&self, client: IpAddr, vendor_id: Option<&str>) -> Result<(), AppError> {
+        self.clients.check(&client.to_string()).await?;
         if let Some(vendor_id) = vendor_id
             && !self
                 .known_good
                 .contains_key(&(vendor_id.to_owned(), client))
         {
-            self.vendors.take(vendor_id.to_owned()).map_err(limited)?;
+            self.vendors.check(vendor_id).await?;
         }
         Ok(())
     }
 
-    /// 429 if the client was refused lately, without spending anything.
-    pub fn check_client(&self, client: IpAddr) -> Result<(), AppError> {
-        self.clients
-            .peek(&client)
-            .map_err(|retry_after| AppError::RateLimited { retry_after })
+    /// 429 if the client's budget is spent now, without spending anything.
+    pub async fn check_client(&self, client: IpAddr) -> Result<(), AppError> {
+        self.clients.peek(&client.to_string()).await
     }
 
     pub fn succeeded(&self, client: IpAddr, vendor_id: &str) {
         self.known_good.insert((vendor_id.to_owned(), client), ());
     }
 
-    /// Forgets keys whose budget is full again (called periodically).
+    /// Forgets local fallback keys whose budget is full again (called periodically).
     pub fn retain_recent(&self) {
-        self.clients.limiter.retain_recent();
-        self.vendors.limiter.retain_recent();
+        self.clients.retain_recent();
+        self.vendors.retain_recent();
     }
 }
 
@@ -246,7 +214,7 @@ pub struct TokenVerifier {
 }
 
 impl TokenVerifier {
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings, redis: &Redis) -> Self {
         Self {
             verified: Cache::builder()
                 .max_capacity(10_000)
@@ -256,7 +224,7 @@ impl TokenVerifier {
                 .max_capacity(10_000)
                 .time_to_live(REJECTED_TTL)
                 .build(),
-            limits: FailureLimits::new(settings.auth_failures_per_min),
+            limits: FailureLimits::new(settings, redis),
             gate: BcryptGate::new(settings.auth_bcrypt_concurrency, settings.auth_bcrypt_queue),
         }
     }
@@ -276,7 +244,7 @@ impl TokenVerifier {
             self.limits.succeeded(client, vendor_id);
             return Ok(true);
         }
-        self.limits.take(client, Some(vendor_id))?;
+        self.limits.take(client, Some(vendor_id)).await?;
         if self.rejected.contains_key(&key) {
             return Ok(false);
         }
@@ -293,13 +261,13 @@ impl TokenVerifier {
 
     /// A request refused without bcrypt (no agent for that vendor, or a deregistered one):
     /// it spends the client's budget all the same (probing for vendor ids is a failure).
-    pub fn refused_without_bcrypt(&self, client: IpAddr) -> Result<(), AppError> {
-        self.limits.take(client_key(client), None)
+    pub async fn refused_without_bcrypt(&self, client: IpAddr) -> Result<(), AppError> {
+        self.limits.take(client_key(client), None).await
     }
 
     /// 429 when the client was refused lately (nothing spent).
-    pub fn check_client(&self, client: IpAddr) -> Result<(), AppError> {
-        self.limits.check_client(client_key(client))
+    pub async fn check_client(&self, client: IpAddr) -> Result<(), AppError> {
+        self.limits.check_client(client_key(client)).await
     }
 
     /// Hashes a new token (through the same bounded queue as verifications).

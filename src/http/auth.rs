@@ -8,12 +8,10 @@
 //!   that vendor (or a deregistered agent) → 401. An authenticated agent touching another
 //!   vendor's resource (e.g. a callback for another vendor's job) → 403 in the handler.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use axum::{
     RequestExt,
     body::{Body, Bytes},
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Request},
+    extract::{FromRequest, FromRequestParts, Request},
     http::{HeaderMap, header, request::Parts},
 };
 use http_body_util::BodyExt;
@@ -30,6 +28,7 @@ use crate::{
     domain::validate_vendor_id,
     error::AppError,
     http::{
+        client_ip::client_ip_of,
         extract::{parse_json, require_json, validate},
         vendor_probe::{self, ProbeError},
     },
@@ -124,7 +123,11 @@ impl FromRequest<AppState> for AgentRequest {
             ))?
             .to_owned();
         require_json(req.headers())?;
-        let client = client_address(&req);
+        let client = client_ip_of(
+            req.extensions(),
+            req.headers(),
+            &state.settings.trusted_proxies,
+        );
         let declared_length = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -141,7 +144,7 @@ impl FromRequest<AppState> for AgentRequest {
         let vendor_id = match vendor_id_in(&buffer, complete)? {
             Some(vendor_id) => vendor_id,
             None => {
-                state.agents.check_client(client)?;
+                state.agents.check_client(client).await?;
                 _unauthenticated_bytes = before(
                     deadline,
                     read_rest_within_budget(&mut body, &mut buffer, state),
@@ -185,12 +188,6 @@ async fn before<T>(
 
 /// The largest body limit of any agent route (the `/batch` ingest routes).
 const MAX_RESERVE: usize = 32 * 1024 * 1024;
-
-fn client_address(req: &Request) -> IpAddr {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
-}
 
 /// The body's `vendorId`, valid by the vendor-id rule. `Ok(None)`: not in `window` (which is
 /// not the whole body).

@@ -1,6 +1,7 @@
 //! The HTTP layer: router assembly, middleware, extractors, auth, OpenAPI.
 
 pub mod auth;
+pub mod client_ip;
 pub mod correlation;
 pub mod extract;
 pub mod openapi;

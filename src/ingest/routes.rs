@@ -58,12 +58,12 @@ impl Mode {
     }
 
     /// Per-vendor budget; the batch routes have their own, smaller one.
-    fn take_budget(self, state: &AppState, vendor_id: &str) -> Result<(), AppError> {
+    async fn take_budget(self, state: &AppState, vendor_id: &str) -> Result<(), AppError> {
         let limiter = match self {
             Self::Incremental => &state.rate_limits.ingest,
             Self::Batch => &state.rate_limits.ingest_batch,
         };
-        limiter.check(&vendor_id.to_owned())
+        limiter.check(vendor_id).await
     }
 }
 
@@ -89,7 +89,7 @@ async fn items(
     mode: Mode,
 ) -> Result<Json<IngestReport>, AppError> {
     let vendor_id = request.agent.vendor_id.as_str();
-    mode.take_budget(&state, vendor_id)?;
+    mode.take_budget(&state, vendor_id).await?;
     let envelope: ItemsEnvelope = parse_json(&request.body)?;
     check_size(mode, "items", envelope.items.len())?;
     let report = state
@@ -106,7 +106,7 @@ async fn stock(
     mode: Mode,
 ) -> Result<Json<IngestReport>, AppError> {
     let vendor_id = request.agent.vendor_id.as_str();
-    mode.take_budget(&state, vendor_id)?;
+    mode.take_budget(&state, vendor_id).await?;
     let envelope: StockEnvelope = parse_json(&request.body)?;
     let rule = &rules::STOCK_WAREHOUSE_ID;
     if !rule
@@ -133,7 +133,7 @@ async fn warehouses(
     mode: Mode,
 ) -> Result<Json<IngestReport>, AppError> {
     let vendor_id = request.agent.vendor_id.as_str();
-    mode.take_budget(&state, vendor_id)?;
+    mode.take_budget(&state, vendor_id).await?;
     let envelope: WarehousesEnvelope = parse_json(&request.body)?;
     check_size(mode, "warehouses", envelope.warehouses.len())?;
     let report = state

@@ -264,6 +264,11 @@ impl MappingService {
         }
     }
 
+    /// Drops every cached entry (after missed announcements).
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// Drops every cached entry of a vendor.
     pub fn forget_vendor(&self, vendor_id: &str) {
         let vendor_id = vendor_id.to_owned();

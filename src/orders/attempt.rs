@@ -22,6 +22,9 @@ use super::{
 };
 use crate::{agents::model::AgentHealth, error::AppError, ops::metrics::JobOutcome};
 
+/// Why a job waits for its vendor's breaker (a reset makes such jobs due at once).
+pub(super) const BREAKER_WAIT: &str = "circuit breaker open: agent not called";
+
 impl OrderSync {
     /// Handles one task from the queue. Never fails and never panics: every outcome is
     /// recorded in Postgres, and anything left half-way is found again by the dispatcher.
@@ -150,8 +153,7 @@ impl OrderSync {
             return self.wait(job, token, reason, inner.sweep_interval).await;
         };
         if let Gate::Open { remaining } = inner.breakers.gate(&job.vendor_id, API_ORDERS).await {
-            let reason = "circuit breaker open: agent not called";
-            return self.wait(job, token, reason, remaining).await;
+            return self.wait(job, token, BREAKER_WAIT, remaining).await;
         }
         let body = json!({
             "jobId": job.id,

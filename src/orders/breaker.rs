@@ -4,7 +4,8 @@
 //! burst hits a sick agent) and exposes no state or counts. This crate gives a failure-rate
 //! threshold over a minimum number of calls, exactly one probe when half-open, state and
 //! counts, and reset. Breakers live in each process: every replica judges an agent from its
-//! own calls, which is what a breaker is for.
+//! own calls, which is what a breaker is for; `breaker_views` shows every replica's view and
+//! carries a reset to all of them.
 
 use std::{
     collections::HashMap,
@@ -146,6 +147,23 @@ pub struct BreakerSnapshot {
     pub api_type: String,
     /// CLOSED, OPEN or HALF_OPEN.
     pub state: &'static str,
+    pub total_calls: usize,
+    pub failure_count: usize,
+    pub success_count: usize,
+    pub failure_rate: f64,
+    pub ms_since_state_change: u64,
+    /// Each live replica's own view of this breaker (in `GET /api/admin/circuit-breakers`;
+    /// the fields above then merge them: the worst state, summed counts). Empty elsewhere.
+    pub replicas: Vec<ReplicaBreaker>,
+}
+
+/// One replica's view of one breaker.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaBreaker {
+    pub replica_id: String,
+    /// CLOSED, OPEN or HALF_OPEN.
+    pub state: String,
     pub total_calls: usize,
     pub failure_count: usize,
     pub success_count: usize,
@@ -293,13 +311,16 @@ impl BreakerRegistry {
                 success_count: m.success_count,
                 failure_rate: m.failure_rate,
                 ms_since_state_change: m.time_since_state_change.as_millis() as u64,
+                replicas: Vec::new(),
             });
         }
         out.sort_by(|a, b| (&a.vendor_id, &a.api_type).cmp(&(&b.vendor_id, &b.api_type)));
         out
     }
 
-    /// Closes the breaker and clears its counts; `false` when there is no such breaker.
+    /// Closes the breaker and clears its counts; `false` when this replica has no such
+    /// breaker. (An operator's reset reaches the other replicas through
+    /// [`super::breaker_views::BreakerViews::broadcast_reset`].)
     pub async fn reset(&self, vendor_id: &str, api_type: &str) -> bool {
         let old = {
             let mut map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
@@ -309,7 +330,7 @@ impl BreakerRegistry {
         match old {
             Some(old) => {
                 old.reset().await;
-                tracing::info!(vendor_id, api_type, "circuit breaker reset by an operator");
+                tracing::info!(vendor_id, api_type, "circuit breaker reset");
                 true
             }
             None => false,

@@ -329,3 +329,20 @@ pub async fn next_due(db: impl PgExecutor<'_>) -> sqlx::Result<Option<DateTime<U
     .fetch_one(db)
     .await
 }
+
+/// Makes a vendor's jobs that wait for its breaker (`reason`) due now; how many.
+pub async fn resume_waiting(
+    db: impl PgExecutor<'_>,
+    vendor_id: &str,
+    reason: &str,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE sync_jobs SET next_retry_at = now()
+         WHERE vendor_id = $1 AND status = 'pending' AND error_message = $2 AND next_retry_at > now()",
+    )
+    .bind(vendor_id)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

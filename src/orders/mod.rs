@@ -5,6 +5,7 @@
 pub mod agent_client;
 mod attempt;
 pub mod breaker;
+pub mod breaker_views;
 pub mod delivery_queries;
 mod dispatch;
 pub mod dlq_queries;

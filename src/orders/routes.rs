@@ -341,7 +341,11 @@ async fn resolve_dead_letter(
     ))
 }
 
-/// Circuit breakers of this process, per vendor and API.
+/// Circuit breakers per vendor and API, as every live replica sees them.
+///
+/// Each replica keeps its own breakers; `replicas` lists each live replica's view (others' as
+/// they published it at most 2 s ago), and the fields around it merge them: the worst state,
+/// the counts summed. With Redis unreachable, only the answering replica's view.
 #[utoipa::path(
     get, path = "/api/admin/circuit-breakers", tag = "orders",
     responses(
@@ -354,7 +358,7 @@ async fn circuit_breakers(
     _: AdminAuth,
     State(state): State<AppState>,
 ) -> Json<Vec<BreakerSnapshot>> {
-    Json(state.orders.breakers().snapshot().await)
+    Json(state.breaker_views.merged().await)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -364,9 +368,19 @@ pub struct BreakerReset {
     pub api_type: String,
     /// Always `CLOSED`.
     pub state: &'static str,
+    /// Whether the reset was announced to the other replicas (each resets its own breaker
+    /// when it hears it); `false`: only the answering replica was reset.
+    pub broadcast: bool,
+    /// Replicas publishing their breakers when the reset was made, the answering one
+    /// included: those the announcement reaches.
+    pub live_replicas: usize,
 }
 
-/// Close a circuit breaker and clear its counts.
+/// Close a circuit breaker and clear its counts, on every replica.
+///
+/// Applied by the answering replica at once and announced to the others (Postgres NOTIFY),
+/// which reset theirs as soon as they hear it. Resetting an `orders` breaker makes the vendor's
+/// orders that waited for it due at once. 404 when no live replica has this breaker.
 #[utoipa::path(
     post, path = "/api/admin/circuit-breakers/{vendorId}/{apiType}/reset", tag = "orders",
     params(("vendorId" = inline(VendorId), Path, description = "Vendor id"), ("apiType" = String, Path, max_length = 50, description = "API, e.g. orders")),
@@ -382,11 +396,16 @@ async fn reset_circuit_breaker(
     State(state): State<AppState>,
     Path((vendor_id, api_type)): Path<(VendorId, String)>,
 ) -> Result<Json<BreakerReset>, AppError> {
-    if state.orders.breakers().reset(&vendor_id, &api_type).await {
+    let views = &state.breaker_views;
+    if views.known(&vendor_id, &api_type).await {
+        let live_replicas = views.live_replicas().await;
+        let broadcast = views.broadcast_reset(&vendor_id, &api_type).await;
         Ok(Json(BreakerReset {
             vendor_id,
             api_type,
             state: "CLOSED",
+            broadcast,
+            live_replicas,
         }))
     } else {
         Err(AppError::not_found(format!(

@@ -23,6 +23,22 @@ fn defaults_match_the_design() {
     assert_eq!(settings.agent_offline_after.as_secs(), 300);
     assert_eq!(settings.order_sync_max_retry_after.as_secs(), 3600);
     assert_eq!(settings.order_sync_vendor_share, 0.5);
+    assert!(settings.trusted_proxies.is_empty(), "no proxy trusted");
+}
+
+#[test]
+fn trusted_proxies_take_addresses_and_networks() {
+    let settings = Settings::from_vars(vars(&[(
+        "TRUSTED_PROXIES",
+        " 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,",
+    )]))
+    .unwrap();
+    let listed: Vec<String> = settings
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(listed, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
 }
 
 #[test]
@@ -46,6 +62,8 @@ fn invalid_values_name_their_variable() {
         ("ORDER_SYNC_VENDOR_SHARE", "0"),
         ("ORDER_SYNC_VENDOR_SHARE", "1.5"),
         ("ORDER_SYNC_VENDOR_SHARE", "NaN"),
+        ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33"),
     ] {
         let error = Settings::from_vars(vars(&[(var, value)])).expect_err(var);
         assert_eq!(error.variable(), Some(var), "{var}={value}: {error}");
