@@ -1,6 +1,8 @@
 //! Set-based ingest SQL, per chunk of up to 500 records: one light query reads the stored
 //! versions of its keys (only keys are sent), one bulk upsert writes what is new or changed
 //! (a single statement: its own transaction). An unchanged chunk costs only the light query.
+//! Items also have the reverse order (see `service.rs`): the upsert first, guarded against
+//! unchanged and older data, then the light read of only the keys it did not write.
 //!
 //! Keys are joined from `UNNEST($keys)` rather than matched with `= ANY($keys)`: under a cached
 //! generic plan `= ANY` degrades to comparing every row of the vendor with every key.
@@ -57,51 +59,86 @@ pub struct ItemRows<'a> {
     pub erp_updated_at: Vec<DateTime<Utc>>,
 }
 
-/// One bulk upsert; returns the SKUs written. The `WHERE` guard refuses a version older than
-/// the stored one, so of two racing requests the newer version always stays.
+/// The bulk upsert of items, with `$guard` as the `ON CONFLICT … DO UPDATE WHERE` condition.
+macro_rules! upsert_items_sql {
+    ($guard:literal) => {
+        concat!(
+            "INSERT INTO items (vendor_id, sku, name, description, erp_unit_code, erp_vat_code, erp_family_code,
+                                erp_subfamily_code, unit_code, vat_code, family_code, subfamily_code, price,
+                                is_active, content_hash, erp_updated_at, last_synced_at)
+             SELECT $1, t.*, now()
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                         $9::text[], $10::text[], $11::text[], $12::text[], $13::numeric[], $14::bool[],
+                         $15::text[], $16::timestamptz[]) AS t
+             ON CONFLICT (vendor_id, sku) DO UPDATE SET
+                 name = excluded.name, description = excluded.description,
+                 erp_unit_code = excluded.erp_unit_code, erp_vat_code = excluded.erp_vat_code,
+                 erp_family_code = excluded.erp_family_code, erp_subfamily_code = excluded.erp_subfamily_code,
+                 unit_code = excluded.unit_code, vat_code = excluded.vat_code,
+                 family_code = excluded.family_code, subfamily_code = excluded.subfamily_code,
+                 price = excluded.price, is_active = excluded.is_active,
+                 content_hash = excluded.content_hash, erp_updated_at = excluded.erp_updated_at,
+                 last_synced_at = excluded.last_synced_at, updated_at = now()
+             WHERE ",
+            $guard,
+            " RETURNING sku"
+        )
+    };
+}
+
+/// One bulk upsert of records already judged new or changed against a read of the stored
+/// versions; returns the SKUs written. The `WHERE` guard refuses a version older than the
+/// stored one, so of two racing requests the newer version always stays.
 pub async fn upsert_items(
     db: impl PgExecutor<'_>,
     vendor_id: &str,
     rows: &ItemRows<'_>,
 ) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "INSERT INTO items (vendor_id, sku, name, description, erp_unit_code, erp_vat_code, erp_family_code,
-                            erp_subfamily_code, unit_code, vat_code, family_code, subfamily_code, price,
-                            is_active, content_hash, erp_updated_at, last_synced_at)
-         SELECT $1, t.*, now()
-         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                     $9::text[], $10::text[], $11::text[], $12::text[], $13::numeric[], $14::bool[],
-                     $15::text[], $16::timestamptz[]) AS t
-         ON CONFLICT (vendor_id, sku) DO UPDATE SET
-             name = excluded.name, description = excluded.description,
-             erp_unit_code = excluded.erp_unit_code, erp_vat_code = excluded.erp_vat_code,
-             erp_family_code = excluded.erp_family_code, erp_subfamily_code = excluded.erp_subfamily_code,
-             unit_code = excluded.unit_code, vat_code = excluded.vat_code,
-             family_code = excluded.family_code, subfamily_code = excluded.subfamily_code,
-             price = excluded.price, is_active = excluded.is_active,
-             content_hash = excluded.content_hash, erp_updated_at = excluded.erp_updated_at,
-             last_synced_at = excluded.last_synced_at, updated_at = now()
-         WHERE items.erp_updated_at <= excluded.erp_updated_at
-         RETURNING sku",
-    )
-    .bind(vendor_id)
-    .bind(&rows.sku)
-    .bind(&rows.name)
-    .bind(&rows.description)
-    .bind(&rows.erp_unit_code)
-    .bind(&rows.erp_vat_code)
-    .bind(&rows.erp_family_code)
-    .bind(&rows.erp_subfamily_code)
-    .bind(&rows.unit_code)
-    .bind(&rows.vat_code)
-    .bind(&rows.family_code)
-    .bind(&rows.subfamily_code)
-    .bind(&rows.price)
-    .bind(&rows.is_active)
-    .bind(&rows.content_hash)
-    .bind(&rows.erp_updated_at)
-    .fetch_all(db)
-    .await
+    let sql = upsert_items_sql!("items.erp_updated_at <= excluded.erp_updated_at");
+    upsert_items_with(db, sql, vendor_id, rows).await
+}
+
+/// One bulk upsert of records not compared with what is stored (written first, judged
+/// after): the guard also refuses the stored content hash, so an unchanged record is never
+/// rewritten. Returns the SKUs written; the others are unchanged, older than stored, or lost
+/// a race, which a read of their stored versions tells apart.
+pub async fn upsert_changed_items(
+    db: impl PgExecutor<'_>,
+    vendor_id: &str,
+    rows: &ItemRows<'_>,
+) -> sqlx::Result<Vec<String>> {
+    let sql = upsert_items_sql!(
+        "items.erp_updated_at <= excluded.erp_updated_at
+           AND items.content_hash <> excluded.content_hash"
+    );
+    upsert_items_with(db, sql, vendor_id, rows).await
+}
+
+async fn upsert_items_with(
+    db: impl PgExecutor<'_>,
+    sql: &'static str,
+    vendor_id: &str,
+    rows: &ItemRows<'_>,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(sql)
+        .bind(vendor_id)
+        .bind(&rows.sku)
+        .bind(&rows.name)
+        .bind(&rows.description)
+        .bind(&rows.erp_unit_code)
+        .bind(&rows.erp_vat_code)
+        .bind(&rows.erp_family_code)
+        .bind(&rows.erp_subfamily_code)
+        .bind(&rows.unit_code)
+        .bind(&rows.vat_code)
+        .bind(&rows.family_code)
+        .bind(&rows.subfamily_code)
+        .bind(&rows.price)
+        .bind(&rows.is_active)
+        .bind(&rows.content_hash)
+        .bind(&rows.erp_updated_at)
+        .fetch_all(db)
+        .await
 }
 
 pub async fn warehouse_versions(

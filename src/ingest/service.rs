@@ -4,6 +4,14 @@
 //! codes → per chunk of 500, one light read of the stored versions and one bulk upsert of what
 //! is new or changed. A request of several chunks is one transaction: a database failure
 //! half-way writes nothing, never half a batch.
+//!
+//! Items are written in one of two orders, chosen per chunk from how the vendor's previous
+//! chunk went (the outcomes are the same either way):
+//! - read first: the light read, then the upsert of what is new or changed — the cheap path
+//!   for a periodic full push, mostly unchanged (one light query per chunk);
+//! - write first: the upsert of every mappable record, its guard refusing unchanged and older
+//!   data, then the light read of only the keys it did not write, to tell `no_changes`,
+//!   `stale` and unmapped apart — one round trip per chunk when the items are new or changed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -32,11 +40,20 @@ use crate::{
 pub struct IngestService {
     db: PgPool,
     mappings: MappingService,
+    /// Per vendor: whether its last chunk of items was mostly unchanged (read it first).
+    read_first: moka::sync::Cache<String, bool>,
 }
+
+/// Vendors whose last chunk is remembered (an unknown one is written first).
+const WRITE_ORDER_VENDORS: u64 = 10_000;
 
 impl IngestService {
     pub fn new(db: PgPool, mappings: MappingService) -> Self {
-        Self { db, mappings }
+        Self {
+            db,
+            mappings,
+            read_first: moka::sync::Cache::new(WRITE_ORDER_VENDORS),
+        }
     }
 
     pub async fn ingest_items(
@@ -47,10 +64,17 @@ impl IngestService {
         let (candidates, mut results) = prepare::<ItemRecord>(records);
         let codes = self.resolve_item_codes(vendor_id, &candidates).await?;
         let mut db = Writer::for_records(&self.db, records.len()).await?;
+        let mut read_first = self.read_first.get(vendor_id).unwrap_or(false);
         for chunk in candidates.chunks(CHUNK_SIZE) {
-            results.extend(write_items(db.conn(), vendor_id, chunk, &codes).await?);
+            let (outcomes, written) =
+                write_items(db.conn(), vendor_id, chunk, &codes, read_first).await?;
+            results.extend(outcomes);
+            read_first = written * 2 < chunk.len();
         }
         db.finish().await?;
+        if !candidates.is_empty() {
+            self.read_first.insert(vendor_id.to_owned(), read_first);
+        }
         Ok(IngestReport::from_results(results))
     }
 
@@ -137,14 +161,21 @@ impl IngestService {
     }
 }
 
+/// One chunk of items, read first or written first; returns the outcomes and how many
+/// records were written.
 async fn write_items(
     db: &mut PgConnection,
     vendor_id: &str,
     chunk: &[(usize, ItemRecord<'_>)],
     codes: &ResolvedCodes,
-) -> Result<Vec<RecordResult>, AppError> {
-    let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
-    let stored = stored_map(queries::item_versions(&mut *db, vendor_id, &keys).await?);
+    read_first: bool,
+) -> Result<(Vec<RecordResult>, usize), AppError> {
+    let mut stored = if read_first {
+        let keys: Vec<&str> = chunk.iter().map(|(_, r)| r.key()).collect();
+        stored_map(queries::item_versions(&mut *db, vendor_id, &keys).await?)
+    } else {
+        Stored::default()
+    };
     let mut rows = ItemRows::default();
     let mut unmapped = HashMap::new();
     for (_, item) in needing_write(chunk, &stored) {
@@ -184,17 +215,24 @@ async fn write_items(
         rows.content_hash.push(&item.content_hash);
         rows.erp_updated_at.push(item.last_modified_at);
     }
-    let written: HashSet<String> = if rows.sku.is_empty() {
-        HashSet::new()
-    } else {
-        queries::upsert_items(&mut *db, vendor_id, &rows)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    Ok(classify(chunk, &stored, &written, |key| {
-        unmapped.remove(key)
-    }))
+    let written: HashSet<String> = match (rows.sku.is_empty(), read_first) {
+        (true, _) => Vec::new(),
+        (false, true) => queries::upsert_items(&mut *db, vendor_id, &rows).await?,
+        (false, false) => queries::upsert_changed_items(&mut *db, vendor_id, &rows).await?,
+    }
+    .into_iter()
+    .collect();
+    if !read_first && written.len() < chunk.len() {
+        // Written first: what was not written is judged against what is stored.
+        let rest: Vec<&str> = chunk
+            .iter()
+            .map(|(_, r)| r.key())
+            .filter(|key| !written.contains(*key))
+            .collect();
+        stored = stored_map(queries::item_versions(&mut *db, vendor_id, &rest).await?);
+    }
+    let outcomes = classify(chunk, &stored, &written, |key| unmapped.remove(key));
+    Ok((outcomes, written.len()))
 }
 
 async fn write_warehouses(
@@ -391,35 +429,33 @@ impl ResolvedCodes {
 /// in request order by [`IngestReport::from_results`].)
 fn prepare<'a, T: IngestRecord<'a>>(raws: &[&'a RawValue]) -> (Vec<(usize, T)>, Vec<RecordResult>) {
     let mut results = Vec::new();
-    let mut latest: HashMap<String, (usize, T)> = HashMap::with_capacity(raws.len());
+    let mut records: Vec<(usize, T)> = Vec::with_capacity(raws.len());
     for (index, raw) in raws.iter().enumerate() {
-        let record = match parse_record::<T>(raw) {
-            Ok(record) => record,
-            Err(field) => {
-                results.push(failed::<T>(
-                    index,
-                    probe_key::<T>(raw).as_deref().unwrap_or_default(),
-                    format!("invalid: {field}"),
-                ));
-                continue;
-            }
-        };
-        match latest.get(record.key()) {
-            Some((_, kept)) if kept.last_modified_at() > record.last_modified_at() => {
-                results.push(skipped::<T>(index, record.key(), "stale"));
-            }
-            Some((kept_index, kept)) => {
-                results.push(skipped::<T>(*kept_index, kept.key(), "stale"));
-                latest.insert(record.key().to_owned(), (index, record));
-            }
-            None => {
-                latest.insert(record.key().to_owned(), (index, record));
-            }
+        match parse_record::<T>(raw) {
+            Ok(record) => records.push((index, record)),
+            Err(field) => results.push(failed::<T>(
+                index,
+                probe_key::<T>(raw).as_deref().unwrap_or_default(),
+                format!("invalid: {field}"),
+            )),
         }
     }
-    let mut survivors: Vec<(usize, T)> = latest.into_values().collect();
-    survivors.sort_unstable_by(|(_, a), (_, b)| a.key().cmp(b.key()));
-    (survivors, results)
+    // By key, and within a key the one to keep first (latest, then later in the request); the
+    // others of the key follow it and are dropped in place: no second copy of the records.
+    records.sort_unstable_by(|(ia, a), (ib, b)| {
+        a.key()
+            .cmp(b.key())
+            .then_with(|| b.last_modified_at().cmp(&a.last_modified_at()))
+            .then_with(|| ib.cmp(ia))
+    });
+    records.dedup_by(|(index, record), (_, kept)| {
+        let superseded = record.key() == kept.key();
+        if superseded {
+            results.push(skipped::<T>(*index, record.key(), "stale"));
+        }
+        superseded
+    });
+    (records, results)
 }
 
 fn parse_record<'a, T: IngestRecord<'a>>(raw: &'a RawValue) -> Result<T, String> {

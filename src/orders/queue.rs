@@ -8,13 +8,17 @@
 //! after the task is done, and leaves a dead worker's metadata behind: [`Dispatcher::vacuum`]
 //! and [`Dispatcher::reap_dead_workers`] keep Redis flat.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use apalis::prelude::{
-    BackendExt, BoxDynError, Data, TaskSink, WorkerBuilder, WorkerBuilderExt, WorkerError,
+    BackendExt, BoxDynError, Data, Strategy, TaskSink, WorkerBuilder, WorkerBuilderExt, WorkerError,
 };
 use apalis_redis::{Config, RedisStorage};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -103,12 +107,22 @@ pub struct QueueState {
 pub struct Dispatcher {
     redis: Redis,
     config: Config,
+    /// Bumped on every push: this process' idle workers fetch at once instead of at their
+    /// next poll (workers of other processes still find the tasks by polling).
+    pushed: Arc<watch::Sender<()>>,
 }
+
+/// An idle worker looks for tasks this often, and at once when this process pushes some.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Dispatcher {
     pub fn new(redis: Redis) -> Self {
         let config = queue_config(redis.prefix());
-        Self { redis, config }
+        Self {
+            redis,
+            config,
+            pushed: Arc::new(watch::Sender::new(())),
+        }
     }
 
     async fn storage(&self) -> redis::RedisResult<RedisStorage<OrderTask>> {
@@ -144,6 +158,7 @@ impl Dispatcher {
         }
         let mut storage = self.storage().await?;
         storage.push_bulk(jobs).await?;
+        self.pushed.send_replace(());
         Ok(())
     }
 
@@ -203,7 +218,7 @@ impl Dispatcher {
             .storage()
             .await
             .map_err(|e| WorkerError::BackendError(Box::new(e)))?
-            .poll_with_interval(Duration::from_millis(100));
+            .poll_with_strategy(self.poll_strategy());
         let known: redis::RedisResult<()> = async {
             let mut conn = self.redis.connection().await?;
             redis::cmd("ZADD")
@@ -234,6 +249,21 @@ impl Dispatcher {
             self.deregister(&name).await;
         }
         result
+    }
+
+    /// When an idle worker fetches again: on this process' next push, else every
+    /// [`POLL_INTERVAL`].
+    fn poll_strategy(&self) -> Strategy {
+        let pushes = futures::stream::unfold(self.pushed.subscribe(), |mut pushed| async move {
+            if pushed.changed().await.is_err() {
+                // The dispatcher is gone: polling alone from now on.
+                std::future::pending::<()>().await;
+            }
+            Some(((), pushed))
+        });
+        Strategy::new()
+            .stream(Box::pin(pushes))
+            .interval(POLL_INTERVAL)
     }
 
     /// apalis leaves a stopped worker registered (its name in `{queue}:workers`, its metadata

@@ -634,3 +634,135 @@ async fn the_upsert_itself_refuses_older_data(db: PgPool) {
         .unwrap();
     assert_eq!(hash, "new");
 }
+
+/// The mix a chunk can hold, judged against SKU-1..4 stored at minute 10 with hashes h1..h4:
+/// superseded in the request, older than stored, changed, unmapped unit (changed), unmapped
+/// unit (unchanged: `no_changes` comes first), and new.
+fn mixed_push() -> Vec<Value> {
+    let mut unmapped_changed = item("SKU-4", "h4-new", 20);
+    unmapped_changed["unitCode"] = json!("BOX");
+    let mut unmapped_unchanged = item("SKU-1", "h1", 20);
+    unmapped_unchanged["unitCode"] = json!("BOX");
+    vec![
+        item("SKU-2", "h2", 5),
+        item("SKU-3", "h3-old", 5),
+        item("SKU-2", "h2-new", 15),
+        unmapped_changed,
+        unmapped_unchanged,
+        item("SKU-5", "h5", 20),
+    ]
+}
+
+fn mixed_outcome() -> Vec<(String, String)> {
+    [
+        ("skipped", "stale"),
+        ("skipped", "stale"),
+        ("processed", ""),
+        ("failed", "unmapped_unit: BOX"),
+        ("skipped", "no_changes"),
+        ("processed", ""),
+    ]
+    .map(|(s, r)| (s.to_owned(), r.to_owned()))
+    .to_vec()
+}
+
+#[sqlx::test]
+async fn written_first_or_read_first_a_chunk_gets_the_same_outcomes(db: PgPool) {
+    // A vendor whose last chunk was mostly written has its next chunk written first (judged
+    // after); one whose last chunk was mostly unchanged has it read first. Same report.
+    let (app, token) = setup(db).await;
+    let stored = || (1..=4).map(|i| item(&format!("SKU-{i}"), &format!("h{i}"), 10));
+    push_items(&app, &token, stored().collect()).await;
+    let written_first = push_items(&app, &token, mixed_push()).await;
+    assert_eq!(statuses(&written_first), mixed_outcome(), "written first");
+
+    // Back to the stored state, then an unchanged push: the next chunk is read first.
+    sqlx::query("DELETE FROM items")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    push_items(&app, &token, stored().collect()).await;
+    let unchanged = push_items(&app, &token, stored().collect()).await;
+    assert_eq!(unchanged["skipped"], 4);
+    let read_first = push_items(&app, &token, mixed_push()).await;
+    assert_eq!(statuses(&read_first), mixed_outcome(), "read first");
+    assert_eq!(written_first, read_first);
+
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT sku, content_hash FROM items ORDER BY sku")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let expected = [
+        ("SKU-1", "h1"),
+        ("SKU-2", "h2-new"),
+        ("SKU-3", "h3"),
+        ("SKU-4", "h4"),
+        ("SKU-5", "h5"),
+    ];
+    assert_eq!(
+        rows,
+        expected.map(|(s, h)| (s.to_owned(), h.to_owned())).to_vec()
+    );
+}
+
+#[sqlx::test]
+async fn the_written_first_upsert_refuses_older_and_unchanged_data(db: PgPool) {
+    use erp_sync::ingest::queries::{ItemRows, upsert_changed_items};
+    let rows = |hash: &'static str, minutes: i64| ItemRows {
+        sku: vec!["SKU-1"],
+        name: vec!["n"],
+        description: vec![None],
+        erp_unit_code: vec!["PCE"],
+        erp_vat_code: vec!["T1"],
+        erp_family_code: vec![None],
+        erp_subfamily_code: vec![None],
+        unit_code: vec!["piece"],
+        vat_code: vec!["vat"],
+        family_code: vec![None],
+        subfamily_code: vec![None],
+        price: vec![rust_decimal::Decimal::ONE],
+        is_active: vec![true],
+        content_hash: vec![hash],
+        erp_updated_at: vec![
+            DateTime::parse_from_rfc3339(&ts(minutes))
+                .unwrap()
+                .with_timezone(&Utc),
+        ],
+    };
+    assert_eq!(
+        upsert_changed_items(&db, VENDOR, &rows("new", 20))
+            .await
+            .unwrap(),
+        ["SKU-1"]
+    );
+    let updated = || async {
+        sqlx::query_scalar::<_, DateTime<Utc>>("SELECT updated_at FROM items")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    let before = updated().await;
+    assert!(
+        upsert_changed_items(&db, VENDOR, &rows("new", 30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "unchanged refused"
+    );
+    assert!(
+        upsert_changed_items(&db, VENDOR, &rows("old", 10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "older refused"
+    );
+    assert_eq!(updated().await, before, "nothing rewritten");
+    assert_eq!(
+        upsert_changed_items(&db, VENDOR, &rows("newer", 20))
+            .await
+            .unwrap(),
+        ["SKU-1"],
+        "changed at the same time: written"
+    );
+}
