@@ -10,7 +10,7 @@ use axum::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    model::{AgentView, Heartbeat, RegisterAgent, RegisteredAgent},
+    model::{AgentHealth, AgentView, Heartbeat, RegisterAgent, RegisteredAgent},
     service::RegistrationCaller,
 };
 use crate::{
@@ -18,8 +18,10 @@ use crate::{
     error::{AppError, ErrorBody},
     http::{
         auth::{API_KEY_HEADER, AdminAuth, AgentJson, bearer_token, check_admin_key},
-        extract::{Path, ValidJson},
-        responses::{AdminErrors, AgentErrors, JsonBodyErrors, PathErrors, RateLimited},
+        extract::{Path, Query, ValidJson},
+        responses::{
+            AdminErrors, AgentErrors, JsonBodyErrors, PathErrors, QueryErrors, RateLimited,
+        },
     },
     state::AppState,
 };
@@ -115,11 +117,20 @@ async fn heartbeat(
     Ok(Json(agent))
 }
 
-/// List every agent with its computed health.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AgentFilter {
+    /// Only agents with this computed health (`online`, `degraded` or `offline`).
+    #[param(inline)]
+    pub status: Option<AgentHealth>,
+}
+
+/// List every agent with its computed health, optionally only those in one health state.
 #[utoipa::path(
     get, path = "/api/agents", tag = "agents",
+    params(AgentFilter),
     responses(
-        AdminErrors,
+        AdminErrors, QueryErrors,
         (status = 200, description = "All agents", body = Vec<AgentView>),
     ),
     security(("api_key" = []))
@@ -127,8 +138,13 @@ async fn heartbeat(
 async fn list_agents(
     _: AdminAuth,
     State(state): State<AppState>,
+    Query(filter): Query<AgentFilter>,
 ) -> Result<Json<Vec<AgentView>>, AppError> {
-    Ok(Json(state.agents.list().await?))
+    let mut agents = state.agents.list().await?;
+    if let Some(status) = filter.status {
+        agents.retain(|agent| agent.status == status);
+    }
+    Ok(Json(agents))
 }
 
 /// One vendor's agent.

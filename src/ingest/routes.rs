@@ -97,6 +97,7 @@ async fn items(
         .ingest_items(vendor_id, &envelope.items)
         .await?;
     state.prometheus.count_ingest(&report.counts("items"));
+    report.log_summary("items", vendor_id);
     Ok(Json(report))
 }
 
@@ -124,6 +125,7 @@ async fn stock(
         .ingest_stock(vendor_id, &envelope.warehouse_id, &envelope.stock)
         .await?;
     state.prometheus.count_ingest(&report.counts("stock"));
+    report.log_summary("stock", vendor_id);
     Ok(Json(report))
 }
 
@@ -141,6 +143,7 @@ async fn warehouses(
         .ingest_warehouses(vendor_id, &envelope.warehouses)
         .await?;
     state.prometheus.count_ingest(&report.counts("warehouses"));
+    report.log_summary("warehouses", vendor_id);
     Ok(Json(report))
 }
 

@@ -151,6 +151,9 @@ pub struct BreakerSnapshot {
     pub success_count: usize,
     pub failure_rate: f64,
     pub ms_since_state_change: u64,
+    /// While OPEN: when the next probe call may go (the breaker then lets one call through).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_probe_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Clone)]
@@ -293,6 +296,13 @@ impl BreakerRegistry {
                 success_count: m.success_count,
                 failure_rate: m.failure_rate,
                 ms_since_state_change: m.time_since_state_change.as_millis() as u64,
+                next_probe_at: (state == "OPEN").then(|| {
+                    super::service::due_after(
+                        self.settings
+                            .open_for
+                            .saturating_sub(m.time_since_state_change),
+                    )
+                }),
             });
         }
         out.sort_by(|a, b| (&a.vendor_id, &a.api_type).cmp(&(&b.vendor_id, &b.api_type)));
