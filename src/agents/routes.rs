@@ -96,6 +96,8 @@ async fn register(
     Ok((status, Json(agent)))
 }
 
+/// Agent heartbeat
+///
 /// Record a heartbeat: the agent is online.
 #[utoipa::path(
     post, path = "/api/agents/heartbeat", tag = "agents",
@@ -125,6 +127,8 @@ pub struct AgentFilter {
     pub status: Option<AgentHealth>,
 }
 
+/// List agents
+///
 /// List every agent with its computed health, optionally only those in one health state.
 #[utoipa::path(
     get, path = "/api/agents", tag = "agents",
@@ -147,7 +151,10 @@ async fn list_agents(
     Ok(Json(agents))
 }
 
-/// One vendor's agent.
+/// Get one agent
+///
+/// One vendor's agent, with its health computed from its last heartbeat (degraded after 60 s,
+/// offline after 300 s); never its token hash or signing secret.
 #[utoipa::path(
     get, path = "/api/agents/{vendorId}", tag = "agents",
     params(("vendorId" = inline(VendorId), Path, description = "Vendor id")),
@@ -166,6 +173,8 @@ async fn get_agent(
     Ok(Json(state.agents.get(&vendor_id).await?))
 }
 
+/// Deregister an agent
+///
 /// Deregister an agent: offline, and its token is refused from now on.
 #[utoipa::path(
     delete, path = "/api/agents/{vendorId}", tag = "agents",

@@ -73,6 +73,8 @@ impl OperatorHeader {
     }
 }
 
+/// What happened to an order
+///
 /// Everything that happened to one order: its jobs, every attempt (time, duration, the
 /// agent's status or error, correlation id), its agent's callbacks, its dead-letter entries
 /// and what operators did, as lists and as one time-sorted `events` story.
@@ -170,6 +172,8 @@ pub fn check_range(
     Ok(())
 }
 
+/// Retry dead-letter entries in bulk
+///
 /// Retry, as new jobs, every unresolved dead-letter entry matching the filter whose order can
 /// take one (it exists, is not in the ERP, has no live job): oldest first, at most 1 000 per
 /// call (`more` says when to call again). `dryRun` lists exactly what a real run would then
@@ -210,6 +214,8 @@ async fn bulk_retry(
     ))
 }
 
+/// Resolve dead-letter entries in bulk
+///
 /// Resolve (handled outside erp-sync) every unresolved dead-letter entry matching the
 /// filter: oldest first, at most 1 000 per call. `dryRun` lists exactly what a real run
 /// would then change. `force` is ignored here.

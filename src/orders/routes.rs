@@ -79,6 +79,8 @@ pub struct CallbackAnswer {
     pub erp_reference: Option<String>,
 }
 
+/// Order callback
+///
 /// An agent reports the outcome of an order it accepted with 202. Idempotent: a repeated
 /// callback changes nothing. A late `completed` (the job failed, was dead-lettered or
 /// superseded meanwhile) still records the ERP reference and resolves the order's
@@ -162,7 +164,11 @@ impl JobStatus {
     }
 }
 
-/// Sync jobs, newest first, filtered and paginated.
+/// List sync jobs
+///
+/// Sync jobs, newest first, filtered by vendor, status and order, paginated.
+/// `status=awaiting_callback` lists the processing jobs the agent accepted with 202 (each shows
+/// `awaitingCallbackUntil`).
 #[utoipa::path(
     get, path = "/api/admin/sync-jobs", tag = "orders",
     params(JobFilter, Pagination),
@@ -190,7 +196,11 @@ async fn list_jobs(
     Ok(Json(page))
 }
 
-/// One job.
+/// Get one sync job
+///
+/// One sync job: status, attempts spent, next retry, last agent error, and
+/// `awaitingCallbackUntil` while its agent's callback is awaited. `GET
+/// /api/admin/orders/{orderId}` has its attempts.
 #[utoipa::path(
     get, path = "/api/admin/sync-status/{jobId}", tag = "orders",
     params(("jobId" = Uuid, Path, description = "Job id")),
@@ -209,6 +219,8 @@ async fn job_status(
     Ok(Json(state.orders.job(job_id).await?))
 }
 
+/// Re-sync an order
+///
 /// Sync an order again, by hand: a new job, queued at once, delivered under the order's
 /// idempotency key. 409 while the order has a live job or is already in the ERP.
 #[utoipa::path(
@@ -271,6 +283,8 @@ pub struct DlqFilter {
     pub reason: Option<String>,
 }
 
+/// List dead-letter entries
+///
 /// Dead-letter entries, newest first: open ones unless `resolved=true`, filtered by vendor,
 /// creation time and failure reason.
 #[utoipa::path(
@@ -312,7 +326,10 @@ async fn list_dead_letters(
     ))
 }
 
-/// One dead-letter entry, with its payload.
+/// Get one dead-letter entry
+///
+/// One dead-letter entry, with its payload, failure reason, and how and by whom it was resolved
+/// (note and ERP reference included).
 #[utoipa::path(
     get, path = "/api/admin/dlq/{id}", tag = "orders",
     params(("id" = Uuid, Path, description = "Entry id")),
@@ -349,6 +366,8 @@ pub struct RetryOptions {
     pub note: Option<String>,
 }
 
+/// Retry one dead-letter entry
+///
 /// Retry a dead-letter entry as a new job, queued at once; the entry records the new job.
 /// Refused (409, saying why) while the vendor's breaker is open or its agent offline, unless
 /// `force=true`. Recorded with its actor (`X-Operator`, else `api-key`) and `note`.
@@ -414,6 +433,8 @@ pub struct Resolve {
     pub erp_reference: Option<String>,
 }
 
+/// Resolve one dead-letter entry
+///
 /// Mark a dead-letter entry resolved (handled outside erp-sync); `note` and `erpReference`
 /// are kept on the entry, and the action is recorded with `resolvedBy` as its actor.
 #[utoipa::path(
@@ -445,7 +466,10 @@ async fn resolve_dead_letter(
     ))
 }
 
-/// Circuit breakers of this process, per vendor and API.
+/// List circuit breakers
+///
+/// Circuit breakers of this process, per vendor and API: state (what a call would meet now),
+/// counts over the window and, while OPEN, `nextProbeAt`.
 #[utoipa::path(
     get, path = "/api/admin/circuit-breakers", tag = "orders",
     responses(
@@ -470,7 +494,10 @@ pub struct BreakerReset {
     pub state: &'static str,
 }
 
-/// Close a circuit breaker and clear its counts.
+/// Reset a circuit breaker
+///
+/// Close a circuit breaker and clear its counts: the vendor's waiting jobs go out again.
+/// Recorded with its actor (`X-Operator`, else `api-key`).
 #[utoipa::path(
     post, path = "/api/admin/circuit-breakers/{vendorId}/{apiType}/reset", tag = "orders",
     params(
