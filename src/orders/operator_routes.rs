@@ -156,11 +156,20 @@ impl BulkAction {
     }
 }
 
-/// `since` must come before `until`.
+/// `since` must come before `until`, and both within what Postgres stores.
 pub fn check_range(
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
 ) -> Result<(), AppError> {
+    let earliest = crate::ingest::rules::earliest_timestamp();
+    for (name, at) in [("since", since), ("until", until)] {
+        if at.is_some_and(|at| at < earliest) {
+            return Err(AppError::validation(
+                format!("{name} is before 4714 BC"),
+                json!({ name: ["must be after 4714-11-24T00:00:00Z BC"] }),
+            ));
+        }
+    }
     if let (Some(since), Some(until)) = (since, until)
         && since >= until
     {

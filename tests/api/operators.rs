@@ -334,6 +334,7 @@ async fn filters_refuse_nonsense(db: PgPool) {
         "/api/admin/dlq?since=yesterday",
         "/api/admin/dlq?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
         "/api/admin/dlq?reason=",
+        "/api/admin/dlq?since=-5000-01-01T00:00:00Z",
         "/api/agents?status=asleep",
     ] {
         let (status, body) = json_of(app.admin_get(path).send().await.unwrap()).await;
