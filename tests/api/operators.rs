@@ -471,3 +471,88 @@ async fn an_order_completed_by_resync_closes_its_old_dead_letter_entry(db: PgPoo
     assert_eq!(timeline["actions"][0]["action"], "resync");
     assert_eq!(timeline["actions"][0]["actor"], "dave");
 }
+
+/// The captured log lines of one request, found by the correlation id it was sent with.
+fn lines_of(correlation_id: &str) -> Vec<String> {
+    captured_logs()
+        .lines()
+        .filter(|l| l.contains(correlation_id))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[sqlx::test]
+async fn access_heartbeat_and_ingest_lines_say_what_an_operator_needs(db: PgPool) {
+    let (app, token) = crate::ingest::setup(db).await;
+
+    let heartbeat = Uuid::new_v4().to_string();
+    app.agent_post(
+        "/api/agents/heartbeat",
+        &token,
+        &json!({"vendorId": crate::ingest::VENDOR}),
+    )
+    .header("x-correlation-id", &heartbeat)
+    .send()
+    .await
+    .unwrap();
+    let finished: Vec<String> = lines_of(&heartbeat)
+        .into_iter()
+        .filter(|l| l.contains("request finished"))
+        .collect();
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert!(
+        finished[0].contains("\"level\":\"DEBUG\""),
+        "{}",
+        finished[0]
+    );
+
+    let listing = Uuid::new_v4().to_string();
+    app.admin_get("/api/admin/dlq?vendorId=vendor-a&password=fake-hunter2")
+        .header("x-correlation-id", &listing)
+        .send()
+        .await
+        .unwrap();
+    let lines = lines_of(&listing);
+    let access = lines
+        .iter()
+        .find(|l| l.contains("request finished"))
+        .expect("an access line");
+    assert!(access.contains("\"level\":\"INFO\""), "{access}");
+    assert!(access.contains("\"route\":\"/api/admin/dlq\""), "{access}");
+    assert!(
+        access.contains("vendorId=vendor-a&password=%5Bredacted%5D"),
+        "{access}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains("fake-hunter2")),
+        "{lines:?}"
+    );
+
+    let ingest = Uuid::new_v4().to_string();
+    let mut unmapped = crate::ingest::item("SKU-U1", "hu1", 0);
+    unmapped["unitCode"] = json!("KG-UNKNOWN");
+    let mut unmapped_too = crate::ingest::item("SKU-U2", "hu2", 0);
+    unmapped_too["unitCode"] = json!("KG-UNKNOWN");
+    let body = json!({"vendorId": crate::ingest::VENDOR, "items": [
+        crate::ingest::item("SKU-OK", "hok", 0), unmapped, unmapped_too
+    ]});
+    let response = app
+        .agent_post("/api/sync/items", &token, &body)
+        .header("x-correlation-id", &ingest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let summary: Vec<String> = lines_of(&ingest)
+        .into_iter()
+        .filter(|l| l.contains("ingest request done"))
+        .collect();
+    assert_eq!(summary.len(), 1, "one summary line: {summary:?}");
+    for part in [
+        "\"processed\":1",
+        "\"failed\":2",
+        "unmapped_unit: KG-UNKNOWN ×2",
+    ] {
+        assert!(summary[0].contains(part), "{part}: {}", summary[0]);
+    }
+}
