@@ -1,5 +1,7 @@
 //! Logging: JSON lines in production, readable lines in development. `RUST_LOG` filters.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 pub fn init(json: bool) {
@@ -17,6 +19,8 @@ pub fn init(json: bool) {
             )
             .init();
     } else {
-        registry.with(fmt::layer().compact()).init();
+        // Colours only for a person at a terminal: a file or a pipe gets plain text.
+        let ansi = std::io::stdout().is_terminal();
+        registry.with(fmt::layer().compact().with_ansi(ansi)).init();
     }
 }

@@ -8,7 +8,7 @@ use axum::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    model::{AgentView, Heartbeat, RegisterAgent, RegisteredAgent},
+    model::{AgentHealth, AgentView, Heartbeat, RegisterAgent, RegisteredAgent},
     service::RegistrationCaller,
     tokens::client_key,
 };
@@ -18,8 +18,10 @@ use crate::{
     http::{
         auth::{API_KEY_HEADER, AdminAuth, AgentJson, bearer_token, check_admin_key},
         client_ip::ClientIp,
-        extract::{Path, ValidJson},
-        responses::{AdminErrors, AgentErrors, JsonBodyErrors, PathErrors, RateLimited},
+        extract::{Path, Query, ValidJson},
+        responses::{
+            AdminErrors, AgentErrors, JsonBodyErrors, PathErrors, QueryErrors, RateLimited,
+        },
     },
     state::AppState,
 };
@@ -100,6 +102,8 @@ async fn register(
     Ok((status, Json(agent)))
 }
 
+/// Agent heartbeat
+///
 /// Record a heartbeat: the agent is online.
 #[utoipa::path(
     post, path = "/api/agents/heartbeat", tag = "agents",
@@ -121,11 +125,22 @@ async fn heartbeat(
     Ok(Json(agent))
 }
 
-/// List every agent with its computed health.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AgentFilter {
+    /// Only agents with this computed health (`online`, `degraded` or `offline`).
+    #[param(inline)]
+    pub status: Option<AgentHealth>,
+}
+
+/// List agents
+///
+/// List every agent with its computed health, optionally only those in one health state.
 #[utoipa::path(
     get, path = "/api/agents", tag = "agents",
+    params(AgentFilter),
     responses(
-        AdminErrors,
+        AdminErrors, QueryErrors,
         (status = 200, description = "All agents", body = Vec<AgentView>),
     ),
     security(("api_key" = []))
@@ -133,11 +148,19 @@ async fn heartbeat(
 async fn list_agents(
     _: AdminAuth,
     State(state): State<AppState>,
+    Query(filter): Query<AgentFilter>,
 ) -> Result<Json<Vec<AgentView>>, AppError> {
-    Ok(Json(state.agents.list().await?))
+    let mut agents = state.agents.list().await?;
+    if let Some(status) = filter.status {
+        agents.retain(|agent| agent.status == status);
+    }
+    Ok(Json(agents))
 }
 
-/// One vendor's agent.
+/// Get one agent
+///
+/// One vendor's agent, with its health computed from its last heartbeat (degraded after 60 s,
+/// offline after 300 s); never its token hash or signing secret.
 #[utoipa::path(
     get, path = "/api/agents/{vendorId}", tag = "agents",
     params(("vendorId" = inline(VendorId), Path, description = "Vendor id")),
@@ -156,6 +179,8 @@ async fn get_agent(
     Ok(Json(state.agents.get(&vendor_id).await?))
 }
 
+/// Deregister an agent
+///
 /// Deregister an agent: offline, and its token is refused from now on.
 #[utoipa::path(
     delete, path = "/api/agents/{vendorId}", tag = "agents",

@@ -46,6 +46,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::mappings::routes::router())
         .merge(crate::ingest::routes::router())
         .merge(crate::orders::routes::router())
+        .merge(crate::orders::operator_routes::router())
         .merge(crate::ops::metrics::routes::router())
         .merge(crate::ops::scheduler::routes::router())
         .merge(crate::reconciliation::routes::router())

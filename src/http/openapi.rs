@@ -24,6 +24,7 @@ use super::responses::CommonErrors;
         (name = "mappings", description = "ERP code mappings (admin)"),
         (name = "ingest", description = "Items, stock and warehouses pushed by agents"),
         (name = "orders", description = "Order sync: callbacks, jobs, dead-letter queue, circuit breakers"),
+        (name = "operators", description = "What happened to an order, bulk dead-letter recovery (admin)"),
         (name = "reconciliation", description = "Drift between the ERPs and Postgres: runs and events (admin)"),
     )
 )]

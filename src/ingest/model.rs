@@ -267,6 +267,32 @@ pub struct IngestReport {
 }
 
 impl IngestReport {
+    /// One line per ingest request: the counts and the three most frequent reasons a record
+    /// was skipped or failed (`unmapped_unit: KG ×12`), so a partly failed 200 is visible.
+    pub fn log_summary(&self, kind: &'static str, vendor_id: &str) {
+        let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+        for reason in self.results.iter().filter_map(|r| r.reason.as_deref()) {
+            *reasons.entry(reason).or_default() += 1;
+        }
+        let mut top: Vec<(&str, usize)> = reasons.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let top_reasons = top
+            .iter()
+            .take(3)
+            .map(|(reason, n)| format!("{} ×{n}", crate::orders::response::printable(reason, 120)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::info!(
+            kind,
+            vendor_id,
+            processed = self.processed,
+            skipped = self.skipped,
+            failed = self.failed,
+            top_reasons,
+            "ingest request done"
+        );
+    }
+
     /// The record counts, for the metrics.
     pub fn counts(&self, kind: &'static str) -> crate::ops::metrics::IngestCounts {
         crate::ops::metrics::IngestCounts {

@@ -97,6 +97,7 @@ async fn items(
         .ingest_items(vendor_id, &envelope.items)
         .await?;
     state.prometheus.count_ingest(&report.counts("items"));
+    report.log_summary("items", vendor_id);
     Ok(Json(report))
 }
 
@@ -124,6 +125,7 @@ async fn stock(
         .ingest_stock(vendor_id, &envelope.warehouse_id, &envelope.stock)
         .await?;
     state.prometheus.count_ingest(&report.counts("stock"));
+    report.log_summary("stock", vendor_id);
     Ok(Json(report))
 }
 
@@ -141,6 +143,7 @@ async fn warehouses(
         .ingest_warehouses(vendor_id, &envelope.warehouses)
         .await?;
     state.prometheus.count_ingest(&report.counts("warehouses"));
+    report.log_summary("warehouses", vendor_id);
     Ok(Json(report))
 }
 
@@ -165,7 +168,10 @@ async fn ingest_items(
     items(state, request, Mode::Incremental).await
 }
 
-/// Push a full catalogue (at most 5 000 items), written in chunks of 500.
+/// Push items in bulk
+///
+/// Push a full catalogue (at most 5 000 items), written in chunks of 500 in one transaction.
+/// Each record is judged alone, as on the incremental route.
 #[utoipa::path(
     post, path = "/api/sync/items/batch", tag = "ingest",
     request_body = ItemsRequest,
@@ -182,6 +188,8 @@ async fn ingest_items_batch(
     items(state, request, Mode::Batch).await
 }
 
+/// Push stock levels
+///
 /// Push stock levels of one warehouse (at most 500). Unknown SKUs fail with `unknown_sku`;
 /// an unknown warehouse refuses the whole request.
 #[utoipa::path(
@@ -200,7 +208,10 @@ async fn ingest_stock(
     stock(state, request, Mode::Incremental).await
 }
 
-/// Push stock levels of one warehouse in bulk (at most 5 000).
+/// Push stock levels in bulk
+///
+/// Push stock levels of one warehouse in bulk (at most 5 000), written in chunks of 500.
+/// Unknown SKUs fail with `unknown_sku`; an unknown warehouse refuses the whole request.
 #[utoipa::path(
     post, path = "/api/sync/stock/batch", tag = "ingest",
     request_body = StockRequest,
@@ -217,7 +228,10 @@ async fn ingest_stock_batch(
     stock(state, request, Mode::Batch).await
 }
 
-/// Push warehouse changes (at most 500).
+/// Push warehouses
+///
+/// Push warehouse changes (at most 500). Each record is judged alone: processed, skipped
+/// (`no_changes`, `stale`) or failed (`invalid: <field>`).
 #[utoipa::path(
     post, path = "/api/sync/warehouses", tag = "ingest",
     request_body = WarehousesRequest,
@@ -234,7 +248,10 @@ async fn ingest_warehouses(
     warehouses(state, request, Mode::Incremental).await
 }
 
-/// Push warehouses in bulk (at most 5 000).
+/// Push warehouses in bulk
+///
+/// Push warehouses in bulk (at most 5 000), written in chunks of 500. Each record is judged
+/// alone, as on the incremental route.
 #[utoipa::path(
     post, path = "/api/sync/warehouses/batch", tag = "ingest",
     request_body = WarehousesRequest,

@@ -130,8 +130,10 @@ pub struct SeedOutcome {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct MappingFilter {
+    /// Only this vendor's mappings.
     #[param(inline)]
     pub vendor_id: Option<VendorId>,
+    /// Only mappings of this type (`unit`, `vat`, `family` or `subfamily`).
     pub mapping_type: Option<MappingType>,
     /// Include deactivated mappings (default false).
     pub include_inactive: Option<bool>,

@@ -24,7 +24,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(seed_mappings))
 }
 
-/// List mappings, filtered by vendor and type, paginated.
+/// List mappings
+///
+/// ERP code mappings (unit, VAT, family, subfamily), filtered by vendor and type, paginated;
+/// deactivated ones only with `includeInactive=true`.
 #[utoipa::path(
     get, path = "/api/admin/mappings", tag = "mappings",
     params(MappingFilter, Pagination),
@@ -52,7 +55,10 @@ async fn list_mappings(
     Ok(Json(page))
 }
 
-/// Create a mapping.
+/// Create a mapping
+///
+/// Create a mapping from a vendor's ERP code to the marketplace's code; 409 when the vendor
+/// already maps that code of that type. Ingest uses it for the records that follow.
 #[utoipa::path(
     post, path = "/api/admin/mappings", tag = "mappings",
     request_body = CreateMapping,
@@ -74,7 +80,10 @@ async fn create_mapping(
     ))
 }
 
-/// Change a mapping.
+/// Change a mapping
+///
+/// Change a mapping's codes, label or active flag; ingest uses the new mapping for the
+/// records that follow.
 #[utoipa::path(
     put, path = "/api/admin/mappings/{id}", tag = "mappings",
     params(("id" = Uuid, Path, description = "Mapping id")),
@@ -96,6 +105,8 @@ async fn update_mapping(
     Ok(Json(state.mappings.update(id, &request).await?))
 }
 
+/// Deactivate a mapping
+///
 /// Deactivate a mapping (soft delete): it stops resolving at once.
 #[utoipa::path(
     delete, path = "/api/admin/mappings/{id}", tag = "mappings",
@@ -115,6 +126,8 @@ async fn delete_mapping(
     Ok(Json(state.mappings.deactivate(id).await?))
 }
 
+/// Seed mappings
+///
 /// Apply a vendor's mapping set in bulk. Idempotent: the same set twice changes nothing.
 #[utoipa::path(
     post, path = "/api/admin/mappings/seed", tag = "mappings",

@@ -88,7 +88,10 @@ pub struct AgentsCheck {
     pub total: Option<i64>,
 }
 
-/// Readiness: 200 `up` or `degraded`, 503 `down`.
+/// Health
+///
+/// Readiness: 200 `up` or `degraded`, 503 `down` (database, Redis or the worker down), with
+/// each check's status; answers within 3 s whatever hangs.
 #[utoipa::path(
     get, path = "/health", tag = "ops",
     responses(

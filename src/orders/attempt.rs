@@ -17,6 +17,7 @@ use super::{
     breaker::{BreakerError, CreateOrderCall, Gate},
     delivery_queries::{self as delivery, Claimed, Release},
     job_queries::{self as jobs, SyncJob},
+    operator_queries::{self, NewAttempt},
     queue::OrderTask,
     service::{API_ORDERS, OrderSync, backoff_delay, due_after, log_completion},
 };
@@ -104,7 +105,11 @@ impl OrderSync {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let span = tracing::info_span!("order_sync", %job_id, vendor_id = %job.vendor_id, attempt = job.retry_count + 1, correlation_id = %correlation_id);
+        let order_id = job
+            .postgres_order_id
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        let span = tracing::info_span!("order_sync", order_id = %order_id, %job_id, vendor_id = %job.vendor_id, attempt = job.retry_count + 1, correlation_id = %correlation_id);
         self.attempt(claimed, token, correlation_id)
             .instrument(span)
             .await
@@ -167,9 +172,11 @@ impl OrderSync {
             agent_url,
             signing: claimed.agent_signing.clone(),
             idempotency_key: idempotency_key(job),
-            correlation_id,
+            correlation_id: correlation_id.clone(),
             body,
         };
+        let started_at = Utc::now();
+        let started = std::time::Instant::now();
         // The client's own timeout bounds the call; this bounds anything around it too.
         let limit = inner.agent_timeout + Duration::from_secs(1);
         let outcome = tokio::time::timeout(
@@ -184,6 +191,25 @@ impl OrderSync {
                 "timed out".into(),
             )))
         });
+        if let Some((outcome, http_status, error)) = attempt_record(&outcome) {
+            let attempt = NewAttempt {
+                job_id: job.id,
+                order_id: job.postgres_order_id,
+                vendor_id: &job.vendor_id,
+                kind: "call",
+                attempt: job.retry_count.saturating_add(1),
+                started_at,
+                duration_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
+                outcome,
+                http_status,
+                error: error.as_deref(),
+                correlation_id: Some(&correlation_id),
+            };
+            // The history is for operators: losing one row must not fail the delivery.
+            if let Err(error) = operator_queries::record_attempt(&inner.db, &attempt).await {
+                tracing::warn!(%error, "could not record the attempt in sync_attempts");
+            }
+        }
         match outcome {
             Ok(CreateOrderOutcome::Done { erp_reference }) => {
                 match delivery::complete(&inner.db, job.id, &erp_reference, Some(token)).await? {
@@ -329,6 +355,32 @@ impl OrderSync {
         }
         Ok(())
     }
+}
+
+/// How a call's result is kept in `sync_attempts`: outcome, the agent's status, the error.
+/// `None` when the breaker refused the call (no attempt).
+fn attempt_record(
+    result: &Result<CreateOrderOutcome, BreakerError>,
+) -> Option<(&'static str, Option<i32>, Option<String>)> {
+    Some(match result {
+        Ok(CreateOrderOutcome::Done { .. }) => ("completed", Some(200), None),
+        Ok(CreateOrderOutcome::Accepted) => ("accepted", Some(202), None),
+        Err(BreakerError::Open) => return None,
+        Err(BreakerError::Call(error)) => {
+            let status = match error {
+                AgentCallError::Status { status, .. } => Some(i32::from(*status)),
+                _ => None,
+            };
+            let outcome = if !error.agent_was_called() {
+                "refused"
+            } else if error.is_retryable() {
+                "failed"
+            } else {
+                "rejected"
+            };
+            (outcome, status, Some(error.to_string()))
+        }
+    })
 }
 
 /// The order id: what every delivery of the order carries as `Idempotency-Key` and

@@ -152,6 +152,9 @@ pub struct BreakerSnapshot {
     pub success_count: usize,
     pub failure_rate: f64,
     pub ms_since_state_change: u64,
+    /// While OPEN: when the next probe call may go (the breaker then lets one call through).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_probe_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Each live replica's own view of this breaker (in `GET /api/admin/circuit-breakers`;
     /// the fields above then merge them: the worst state, summed counts). Empty elsewhere.
     pub replicas: Vec<ReplicaBreaker>,
@@ -169,6 +172,10 @@ pub struct ReplicaBreaker {
     pub success_count: usize,
     pub failure_rate: f64,
     pub ms_since_state_change: u64,
+    /// While OPEN on this replica: when it lets its next probe call through.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_probe_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Clone)]
@@ -312,6 +319,13 @@ impl BreakerRegistry {
                 failure_rate: m.failure_rate,
                 ms_since_state_change: m.time_since_state_change.as_millis() as u64,
                 replicas: Vec::new(),
+                next_probe_at: (state == "OPEN").then(|| {
+                    super::service::due_after(
+                        self.settings
+                            .open_for
+                            .saturating_sub(m.time_since_state_change),
+                    )
+                }),
             });
         }
         out.sort_by(|a, b| (&a.vendor_id, &a.api_type).cmp(&(&b.vendor_id, &b.api_type)));

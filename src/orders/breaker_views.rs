@@ -142,6 +142,8 @@ impl BreakerViews {
                         .map(|r| r.ms_since_state_change)
                         .min()
                         .unwrap_or_default(),
+                    // The first replica to probe the agent again.
+                    next_probe_at: replicas.iter().filter_map(|r| r.next_probe_at).min(),
                     replicas,
                 }
             })
@@ -295,6 +297,7 @@ impl BreakerViews {
                     success_count: b.success_count,
                     failure_rate: b.failure_rate,
                     ms_since_state_change: b.ms_since_state_change,
+                    next_probe_at: b.next_probe_at,
                 },
             })
             .collect();

@@ -29,10 +29,15 @@ pub struct DlqEntry {
     pub retried_job_id: Option<Uuid>,
     /// The order whose job failed; completing the order by any path resolves the entry.
     pub order_id: Option<Uuid>,
+    /// What the operator who resolved it by hand said.
+    pub resolution_note: Option<String>,
+    /// The ERP reference the operator gave when resolving it (the order was entered by hand).
+    pub resolution_erp_reference: Option<String>,
 }
 
 pub const COLUMNS: &str = "id, original_job_id, vendor_id, operation, payload, failure_reason, failure_stack, \
-                       attempt_count, last_attempt_at, resolved, resolved_at, resolved_by, created_at, retried_job_id, order_id";
+                       attempt_count, last_attempt_at, resolved, resolved_at, resolved_by, created_at, retried_job_id, order_id, \
+                       resolution_note, resolution_erp_reference";
 
 pub struct NewDlqEntry<'a> {
     pub original_job_id: Option<Uuid>,
@@ -98,16 +103,22 @@ pub async fn mark_resolved(
     db: impl PgExecutor<'_>,
     id: Uuid,
     resolved_by: &str,
+    note: Option<&str>,
+    erp_reference: Option<&str>,
 ) -> sqlx::Result<Option<DlqEntry>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE dead_letter_queue SET
              resolved = true,
              resolved_at = COALESCE(resolved_at, now()),
-             resolved_by = COALESCE(resolved_by, $2)
+             resolved_by = COALESCE(resolved_by, $2),
+             resolution_note = CASE WHEN resolved THEN resolution_note ELSE $3 END,
+             resolution_erp_reference = CASE WHEN resolved THEN resolution_erp_reference ELSE $4 END
          WHERE id = $1 RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(resolved_by)
+    .bind(note)
+    .bind(erp_reference)
     .fetch_optional(db)
     .await
 }

@@ -32,6 +32,9 @@ pub struct SyncJob {
     /// The attempt holding the job while it is processing (internal: fences outcome writes).
     #[serde(skip)]
     pub lease_token: Option<Uuid>,
+    /// Set while the agent accepted the order (202) and erp-sync waits for its callback: the
+    /// deadline, after which the order is sent again. The job's status stays `processing`.
+    pub awaiting_callback_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -39,8 +42,9 @@ pub struct SyncJob {
 }
 
 pub const COLUMNS: &str = "id, postgres_order_id, vendor_id, operation, status, payload, retry_count, max_retries, \
-     next_retry_at, error_message, error_stack, erp_reference, last_agent_error, lease_token, created_at, started_at, \
-     completed_at, expires_at";
+     next_retry_at, error_message, error_stack, erp_reference, last_agent_error, lease_token, \
+     CASE WHEN status = 'processing' AND lease_token IS NULL THEN next_retry_at END AS awaiting_callback_until, \
+     created_at, started_at, completed_at, expires_at";
 
 pub struct NewJob<'a> {
     pub order_id: Option<Uuid>,
@@ -167,7 +171,10 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<(Vec<SyncJob>, i64)> {
-    let filter = "($1::text IS NULL OR vendor_id = $1) AND ($2::text IS NULL OR status = $2) \
+    // `awaiting_callback`: processing without a lease (the agent answered 202).
+    let filter = "($1::text IS NULL OR vendor_id = $1) \
+                  AND ($2::text IS NULL OR status = $2 \
+                       OR ($2 = 'awaiting_callback' AND status = 'processing' AND lease_token IS NULL)) \
                   AND ($3::uuid IS NULL OR postgres_order_id = $3)";
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM sync_jobs WHERE {filter} ORDER BY created_at DESC, id LIMIT $4 OFFSET $5"

@@ -21,6 +21,7 @@ use super::{
     dlq_queries::{self as dlq, DlqEntry},
     fairness::Fairness,
     job_queries::{self as jobs, SyncJob},
+    operator_queries::{self, NewAttempt},
     queue::Dispatcher,
     response::printable,
     supervisor::WorkerStatus,
@@ -167,6 +168,7 @@ impl OrderSync {
         if job.vendor_id != vendor_id {
             return Err(AppError::Forbidden("this job belongs to another vendor"));
         }
+        self.record_callback(&job, status, error).await;
         match status {
             CallbackStatus::Completed => {
                 let reference = erp_reference.ok_or_else(|| {
@@ -203,6 +205,30 @@ impl OrderSync {
             }
         }
         self.job(job_id).await
+    }
+
+    /// Keeps the callback in the order's history; losing the row never fails the callback.
+    async fn record_callback(&self, job: &SyncJob, status: CallbackStatus, error: Option<&str>) {
+        let error = error.map(|e| printable(e, 2_000));
+        let callback = NewAttempt {
+            job_id: job.id,
+            order_id: job.postgres_order_id,
+            vendor_id: &job.vendor_id,
+            kind: "callback",
+            attempt: job.retry_count,
+            started_at: Utc::now(),
+            duration_ms: 0,
+            outcome: match status {
+                CallbackStatus::Completed => "completed",
+                CallbackStatus::Failed => "failed",
+            },
+            http_status: None,
+            error: error.as_deref(),
+            correlation_id: job.payload.get("correlationId").and_then(Value::as_str),
+        };
+        if let Err(error) = operator_queries::record_attempt(&self.inner.db, &callback).await {
+            tracing::warn!(job_id = %job.id, %error, "could not record the callback in sync_attempts");
+        }
     }
 
     /// Admin re-sync of an order: a new job, unless the order has a live job or already has
@@ -333,18 +359,6 @@ impl OrderSync {
         tracing::info!(dlq_id = %id, job_id = %job.id, "dead-letter entry retried");
         self.wake();
         Ok((entry, job))
-    }
-
-    pub async fn resolve_dead_letter(
-        &self,
-        id: Uuid,
-        resolved_by: &str,
-    ) -> Result<DlqEntry, AppError> {
-        let entry = dlq::mark_resolved(&self.inner.db, id, resolved_by)
-            .await?
-            .ok_or_else(|| AppError::not_found(format!("no dead-letter entry {id}")))?;
-        tracing::info!(dlq_id = %id, resolved_by, "dead-letter entry resolved");
-        Ok(entry)
     }
 
     /// Unresolved entries, for the metrics.

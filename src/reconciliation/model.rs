@@ -25,6 +25,7 @@ pub struct RunStarted {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct EventFilter {
+    /// Only this vendor's events.
     pub vendor_id: Option<VendorId>,
     /// full_checksum, drift_detected, drift_resolved or incremental_sync.
     #[serde(rename = "type")]

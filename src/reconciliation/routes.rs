@@ -23,6 +23,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_events))
 }
 
+/// Trigger a reconciliation
+///
 /// Start a reconciliation of a vendor's items against its ERP. It runs in the background;
 /// its events (`GET /api/admin/reconciliation/events?vendorId=`) carry `summary.runId`.
 #[utoipa::path(
@@ -46,7 +48,10 @@ async fn trigger(
     Ok((StatusCode::ACCEPTED, Json(RunStarted { run_id })))
 }
 
-/// Reconciliation events, newest first, filtered by vendor and type, paginated.
+/// List reconciliation events
+///
+/// Reconciliation events (`full_checksum`, `drift_detected`, `drift_resolved`), newest first,
+/// filtered by vendor and type, paginated; each `summary` carries its run id and counts.
 #[utoipa::path(
     get, path = "/api/admin/reconciliation/events", tag = "reconciliation",
     params(EventFilter, Pagination),

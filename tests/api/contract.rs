@@ -299,7 +299,8 @@ fn every_operation_documents_the_statuses_its_parts_imply() {
                     assert!(
                         schema.get("maxLength").is_some()
                             || schema.get("enum").is_some()
-                            || schema["format"] == "uuid",
+                            || schema["format"] == "uuid"
+                            || schema["format"] == "date-time",
                         "{at}: parameter {} is an unbounded string",
                         parameter["name"]
                     );
@@ -339,6 +340,45 @@ fn operation_ids_are_unique() {
         for operation in item.as_object().unwrap().values() {
             let id = operation["operationId"].as_str().unwrap().to_owned();
             assert!(seen.insert(id.clone()), "operationId {id} is used twice");
+        }
+    }
+}
+
+/// An operator reading the OpenAPI document learns what every operation does and what every
+/// parameter means.
+#[test]
+fn every_operation_and_parameter_is_described() {
+    let document = serde_json::to_value(erp_sync::http::openapi_document()).unwrap();
+    let mut missing = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let described = |v: &Value| v.as_str().is_some_and(|d| !d.trim().is_empty());
+            if !described(&operation["description"]) {
+                missing.push(format!("{method} {path}"));
+            }
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if !described(&parameter["description"]) {
+                    missing.push(format!("{method} {path} parameter {}", parameter["name"]));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "without a description: {missing:#?}");
+}
+
+/// Pagination bounds as the server enforces them: page ≥ 1, limit 1..=100.
+#[test]
+fn pagination_bounds_match_the_server() {
+    let document = serde_json::to_value(erp_sync::http::openapi_document()).unwrap();
+    let operation = &document["paths"]["/api/admin/dlq"]["get"];
+    for parameter in operation["parameters"].as_array().unwrap() {
+        match parameter["name"].as_str().unwrap() {
+            "page" => assert_eq!(parameter["schema"]["minimum"], 1),
+            "limit" => {
+                assert_eq!(parameter["schema"]["minimum"], 1);
+                assert_eq!(parameter["schema"]["maximum"], 100);
+            }
+            _ => {}
         }
     }
 }

@@ -16,6 +16,7 @@ mod mappings;
 mod mock_agent;
 mod mock_erp;
 mod mock_slack;
+mod operators;
 mod order_delivery;
 mod order_faults;
 mod order_resilience;

@@ -337,12 +337,12 @@ async fn dead_letter_queue_repository(db: PgPool) {
         0
     );
 
-    let resolved = dlq::mark_resolved(&db, entry.id, "alice")
+    let resolved = dlq::mark_resolved(&db, entry.id, "alice", None, None)
         .await
         .unwrap()
         .unwrap();
     assert!(resolved.resolved && resolved.resolved_at.is_some());
-    let again = dlq::mark_resolved(&db, entry.id, "bob")
+    let again = dlq::mark_resolved(&db, entry.id, "bob", None, None)
         .await
         .unwrap()
         .unwrap();

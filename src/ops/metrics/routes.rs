@@ -32,6 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sync_metrics))
 }
 
+/// Prometheus metrics
+///
 /// Prometheus text exposition. Unauthenticated, like `/health`: it carries no vendor ids,
 /// only counts by route template, status, kind and outcome. 404 when `METRICS_ENABLED=false`.
 #[utoipa::path(
@@ -54,6 +56,8 @@ async fn prometheus(State(state): State<AppState>) -> Result<Response, AppError>
         .into_response())
 }
 
+/// Order-sync metrics of a vendor
+///
 /// A vendor's order sync: jobs by status, success and retry rates (%), mean and p95 latency
 /// from creation to completion (ms).
 #[utoipa::path(
@@ -73,6 +77,8 @@ async fn sync_metrics(
     Ok(Json(state.metrics.sync(&vendor_id).await?))
 }
 
+/// Reconciliation metrics of a vendor
+///
 /// A vendor's reconciliation: events by type, the latest event, and the share of runs that
 /// found drift (%).
 #[utoipa::path(
@@ -92,6 +98,8 @@ async fn reconciliation_metrics(
     Ok(Json(state.metrics.reconciliation(&vendor_id).await?))
 }
 
+/// Agent uptime
+///
 /// Agents with their health and their uptime over the last 24 hours, by vendor id.
 #[utoipa::path(
     get, path = "/api/admin/metrics/agents", tag = "ops",

@@ -194,7 +194,15 @@ impl Jobs {
             metrics_queries::delete_old_status_changes(db, RETENTION_DAYS, limit)
         })
         .await?;
-        Ok(json!({"syncJobs": jobs, "schedulerRuns": runs, "agentStatusChanges": changes}))
+        // Their attempts go with the jobs (ON DELETE CASCADE); operator actions age out alike.
+        let actions = in_chunks(|limit| {
+            crate::orders::operator_queries::delete_old_actions(db, RETENTION_DAYS, limit)
+        })
+        .await?;
+        Ok(json!({
+            "syncJobs": jobs, "schedulerRuns": runs, "agentStatusChanges": changes,
+            "operatorActions": actions
+        }))
     }
 
     /// Deletes reconciliation events older than 30 days.

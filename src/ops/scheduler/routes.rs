@@ -20,6 +20,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(run_scheduled_job))
 }
 
+/// List scheduled jobs
+///
 /// Every scheduled job: its schedule, its last run (any replica) and its next run.
 #[utoipa::path(
     get, path = "/api/admin/scheduler", tag = "ops",
@@ -36,6 +38,8 @@ async fn list_scheduled_jobs(
     Ok(Json(state.scheduler.overview().await?))
 }
 
+/// Run a scheduled job now
+///
 /// Run a job now and answer with its run (also when the job itself failed: see `status`).
 /// A run that outlasts the request goes on and is recorded.
 #[utoipa::path(

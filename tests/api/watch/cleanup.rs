@@ -81,7 +81,7 @@ async fn cleanup_expired_jobs_deletes_finished_jobs_past_expiry_in_chunks(db: Pg
     let result = jobs(&app).cleanup_expired_jobs().await.unwrap();
     assert_eq!(
         result,
-        json!({"syncJobs": 5005, "schedulerRuns": 1, "agentStatusChanges": 2})
+        json!({"syncJobs": 5005, "schedulerRuns": 1, "agentStatusChanges": 2, "operatorActions": 0})
     );
     assert!(!exists(&db, "sync_jobs", failed).await);
     assert!(!exists(&db, "sync_jobs", cancelled).await);
@@ -112,7 +112,7 @@ async fn cleanup_expired_jobs_deletes_finished_jobs_past_expiry_in_chunks(db: Pg
     );
     assert_eq!(
         jobs(&app).cleanup_expired_jobs().await.unwrap(),
-        json!({"syncJobs": 0, "schedulerRuns": 0, "agentStatusChanges": 0}),
+        json!({"syncJobs": 0, "schedulerRuns": 0, "agentStatusChanges": 0, "operatorActions": 0}),
         "nothing left to do"
     );
 }
