@@ -515,7 +515,7 @@ async fn the_breaker_opens_stops_calls_and_lets_one_probe_through(db: PgPool) {
         db.clone(),
         &[
             ("ORDER_SYNC_MAX_ATTEMPTS", "20"),
-            ("BREAKER_OPEN_MS", "1500"),
+            ("BREAKER_OPEN_MS", "3000"),
             ("ORDER_SYNC_BACKOFF_MS", "20"),
         ],
     )
@@ -557,8 +557,8 @@ async fn the_breaker_opens_stops_calls_and_lets_one_probe_through(db: PgPool) {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(agent.calls().len(), calls_when_open, "no call while open");
 
-    // Half-open after BREAKER_OPEN_MS: one probe, which fails, so it opens again.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Half-open after BREAKER_OPEN_MS: one probe, which fails, so it opens again (for another
+    // 3 s: the check below is well inside that window).
     eventually(Duration::from_secs(5), "a probe", || async {
         agent.calls().len() > calls_when_open
     })
