@@ -153,12 +153,24 @@ impl OrderSync {
             let reason = "circuit breaker open: agent not called";
             return self.wait(job, token, reason, remaining).await;
         }
+        // The order as it stands now, not as it was at insert: a marketplace may add the lines
+        // in a later transaction. Only a deleted order falls back to the job's copy.
+        let order = claimed
+            .current_order
+            .clone()
+            .filter(|order| !order.is_null())
+            .or_else(|| job.payload.get("order").cloned())
+            .unwrap_or(Value::Null);
         let body = json!({
             "jobId": job.id,
             "vendorId": job.vendor_id,
             "orderId": job.postgres_order_id,
-            "order": job.payload.get("order").cloned().unwrap_or(Value::Null),
+            "order": order,
         });
+        if !delivery::record_sent(&inner.db, job.id, token, &body).await? {
+            tracing::info!("the attempt lost its lease before the call; agent not called");
+            return Ok(());
+        }
         let call = CreateOrderCall {
             client,
             vendor_id: job.vendor_id.clone(),
@@ -224,6 +236,9 @@ impl OrderSync {
                     .await
             }
             Err(BreakerError::Call(error)) if error.is_retryable() => {
+                if error.is_signature_refusal() {
+                    tracing::warn!(%error, "the agent refused erp-sync's signature (401): check the agent's clock and signing secret; retried like a temporary failure");
+                }
                 self.failed_call(job, token, &error.to_string(), error.retry_after(), true)
                     .await
             }

@@ -31,6 +31,9 @@ pub struct Claimed {
     pub agent_deregistered_at: Option<DateTime<Utc>>,
     /// Set when the order already has its ERP reference (completed by another path).
     pub order_erp_reference: Option<String>,
+    /// The order and its lines as they stand now (the `order` of the create-order body); null
+    /// when the order row is gone.
+    pub current_order: Option<serde_json::Value>,
     /// The agent's sealed signing secrets, for [`crate::agents::client`].
     #[sqlx(flatten)]
     pub agent_signing: StoredSigning,
@@ -60,6 +63,7 @@ pub async fn claim(
          )
          SELECT c.*, a.agent_url, a.last_heartbeat AS agent_last_heartbeat,
                 a.deregistered_at AS agent_deregistered_at, o.erp_reference AS order_erp_reference,
+                erp_sync_order_payload(c.postgres_order_id) -> 'order' AS current_order,
                 a.signing_secret_sealed, a.previous_signing_secret_sealed,
                 a.previous_signing_secret_expires_at
          FROM claimed c
@@ -72,6 +76,26 @@ pub async fn claim(
     .bind(max_attempts)
     .fetch_optional(db)
     .await
+}
+
+/// Records the create-order body this attempt is about to send. `false` when the attempt no
+/// longer holds the job (then it must not call the agent).
+pub async fn record_sent(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    token: Uuid,
+    body: &serde_json::Value,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE sync_jobs SET sent_payload = $3
+         WHERE id = $1 AND status = 'processing' AND lease_token = $2",
+    )
+    .bind(id)
+    .bind(token)
+    .bind(body)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// How an attempt that did not finish the job gives it back.
@@ -215,11 +239,11 @@ pub async fn dead_letter(
                     next_retry_at = NULL, lease_token = NULL
              WHERE id = $1 AND status IN ('pending', 'processing')
                AND ($2::uuid IS NULL OR (status = 'processing' AND lease_token = $2))
-             RETURNING id, postgres_order_id, vendor_id, operation, payload, retry_count
+             RETURNING id, postgres_order_id, vendor_id, operation, payload, sent_payload, retry_count
          )
          INSERT INTO dead_letter_queue
-             (original_job_id, order_id, vendor_id, operation, payload, failure_reason, attempt_count)
-         SELECT id, postgres_order_id, vendor_id, operation, payload, $3, retry_count FROM failed
+             (original_job_id, order_id, vendor_id, operation, payload, sent_payload, failure_reason, attempt_count)
+         SELECT id, postgres_order_id, vendor_id, operation, payload, sent_payload, $3, retry_count FROM failed
          RETURNING {}",
         super::dlq_queries::COLUMNS
     )))
