@@ -45,6 +45,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::mappings::routes::router())
         .merge(crate::ingest::routes::router())
         .merge(crate::orders::routes::router())
+        .merge(crate::orders::agent_routes::router())
         .merge(crate::ops::metrics::routes::router())
         .merge(crate::ops::scheduler::routes::router())
         .merge(crate::reconciliation::routes::router())
