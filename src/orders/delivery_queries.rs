@@ -78,26 +78,6 @@ pub async fn claim(
     .await
 }
 
-/// Records the create-order body this attempt is about to send. `false` when the attempt no
-/// longer holds the job (then it must not call the agent).
-pub async fn record_sent(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    token: Uuid,
-    body: &serde_json::Value,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE sync_jobs SET sent_payload = $3
-         WHERE id = $1 AND status = 'processing' AND lease_token = $2",
-    )
-    .bind(id)
-    .bind(token)
-    .bind(body)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 /// How an attempt that did not finish the job gives it back.
 #[derive(Debug, Clone, Copy)]
 pub struct Release<'a> {
@@ -109,6 +89,8 @@ pub struct Release<'a> {
     pub spent_attempt: bool,
     /// The agent's error, kept as `last_agent_error` (the dead-letter reason).
     pub agent_error: Option<&'a str>,
+    /// The create-order body the attempt sent (kept as `sent_payload`), when it called.
+    pub sent: Option<&'a serde_json::Value>,
 }
 
 /// Puts the attempt's job back to pending, due at `due_at`. `false` when the attempt no longer
@@ -123,6 +105,7 @@ pub async fn release(
         "UPDATE sync_jobs SET status = 'pending', next_retry_at = $3, error_message = $4,
                 retry_count = retry_count + CASE WHEN $5 THEN 1 ELSE 0 END,
                 last_agent_error = COALESCE($6, last_agent_error),
+                sent_payload = COALESCE($7, sent_payload),
                 lease_token = NULL, dispatched_at = NULL
          WHERE id = $1 AND status = 'processing' AND lease_token = $2",
     )
@@ -132,6 +115,7 @@ pub async fn release(
     .bind(release.reason)
     .bind(release.spent_attempt)
     .bind(release.agent_error)
+    .bind(release.sent)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -144,15 +128,17 @@ pub async fn await_callback(
     id: Uuid,
     token: Uuid,
     deadline: chrono::Duration,
+    sent: &serde_json::Value,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "UPDATE sync_jobs SET next_retry_at = now() + $3, retry_count = retry_count + 1,
+        "UPDATE sync_jobs SET next_retry_at = now() + $3, retry_count = retry_count + 1, sent_payload = $4,
                 lease_token = NULL, dispatched_at = NULL, error_message = NULL
          WHERE id = $1 AND status = 'processing' AND lease_token = $2",
     )
     .bind(id)
     .bind(token)
     .bind(deadline)
+    .bind(sent)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -184,11 +170,13 @@ pub async fn complete(
     id: Uuid,
     erp_reference: &str,
     token: Option<Uuid>,
+    sent: Option<&serde_json::Value>,
 ) -> sqlx::Result<Option<Completed>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH job AS (
              UPDATE sync_jobs SET status = 'completed', completed_at = now(), erp_reference = $2,
                     retry_count = retry_count + CASE WHEN lease_token = $3 THEN 1 ELSE 0 END,
+                    sent_payload = COALESCE($4, sent_payload),
                     next_retry_at = NULL, error_message = NULL, lease_token = NULL
              WHERE id = $1
                AND (status IN ('pending', 'processing', 'failed')
@@ -218,6 +206,7 @@ pub async fn complete(
     .bind(id)
     .bind(erp_reference)
     .bind(token)
+    .bind(sent)
     .fetch_optional(db)
     .await
 }
@@ -231,11 +220,13 @@ pub async fn dead_letter(
     token: Option<Uuid>,
     reason: &str,
     spent_attempt: bool,
+    sent: Option<&serde_json::Value>,
 ) -> sqlx::Result<Option<DlqEntry>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH failed AS (
              UPDATE sync_jobs SET status = 'failed', completed_at = now(), error_message = $3,
                     retry_count = retry_count + CASE WHEN $4 THEN 1 ELSE 0 END,
+                    sent_payload = COALESCE($5, sent_payload),
                     next_retry_at = NULL, lease_token = NULL
              WHERE id = $1 AND status IN ('pending', 'processing')
                AND ($2::uuid IS NULL OR (status = 'processing' AND lease_token = $2))
@@ -251,6 +242,7 @@ pub async fn dead_letter(
     .bind(token)
     .bind(reason)
     .bind(spent_attempt)
+    .bind(sent)
     .fetch_optional(db)
     .await
 }
