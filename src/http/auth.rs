@@ -25,11 +25,11 @@ use validator::Validate;
 
 use crate::{
     agents::AuthenticatedAgent,
-    domain::validate_vendor_id,
+    domain::{VendorId, validate_vendor_id},
     error::AppError,
     http::{
         client_ip::client_ip_of,
-        extract::{parse_json, require_json, validate},
+        extract::{Path, parse_json, require_json, validate},
         vendor_probe::{self, ProbeError},
     },
     state::AppState,
@@ -69,6 +69,40 @@ pub fn check_admin_key(headers: &HeaderMap, state: &AppState) -> Result<AdminAut
         Ok(AdminAuth)
     } else {
         Err(AppError::Unauthorized("invalid API key"))
+    }
+}
+
+/// Read access to one vendor's own sync records (`/api/agents/{vendorId}/…`): the admin key
+/// (`X-API-Key`, when the header is present), or that vendor's current agent token. A token is
+/// checked against the path's vendor only, so another vendor's token is a 401 and never reads
+/// this vendor's rows.
+#[derive(Debug, Clone)]
+pub struct VendorReader {
+    pub vendor_id: VendorId,
+}
+
+impl FromRequestParts<AppState> for VendorReader {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(vendor_id) = Path::<VendorId>::from_request_parts(parts, state).await?;
+        if parts.headers.contains_key(API_KEY_HEADER) {
+            check_admin_key(&parts.headers, state)?;
+            return Ok(Self { vendor_id });
+        }
+        let token = bearer_token(&parts.headers)?.ok_or(AppError::Unauthorized(
+            "missing Authorization: Bearer <agent token> (or X-API-Key)",
+        ))?;
+        let client = client_ip_of(
+            &parts.extensions,
+            &parts.headers,
+            &state.settings.trusted_proxies,
+        );
+        state.agents.authenticate(&vendor_id, token, client).await?;
+        Ok(Self { vendor_id })
     }
 }
 

@@ -47,6 +47,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::ingest::routes::router())
         .merge(crate::orders::routes::router())
         .merge(crate::orders::operator_routes::router())
+        .merge(crate::orders::agent_routes::router())
         .merge(crate::ops::metrics::routes::router())
         .merge(crate::ops::scheduler::routes::router())
         .merge(crate::reconciliation::routes::router())

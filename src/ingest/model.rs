@@ -53,6 +53,8 @@ pub trait IngestRecord<'a>: Deserialize<'a> {
     fn last_modified_at(&self) -> DateTime<Utc>;
     /// The record against its rule table ([`rules`]); the failing JSON field otherwise.
     fn check(&self) -> Result<(), &'static str>;
+    /// The decimal fields stored rounded to their column's scale.
+    fn rounded(&self) -> Vec<&'static str>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,7 @@ pub struct ItemRecord<'a> {
     pub family_code: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub subfamily_code: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "strict_number")]
     pub price: Decimal,
     pub is_active: Option<bool>,
     #[serde(borrow)]
@@ -99,7 +102,17 @@ impl<'a> IngestRecord<'a> for ItemRecord<'a> {
         self.last_modified_at
     }
     fn check(&self) -> Result<(), &'static str> {
-        rules::ITEM.check([
+        rules::ITEM.check(self.values())
+    }
+    fn rounded(&self) -> Vec<&'static str> {
+        rules::ITEM.rounded(self.values())
+    }
+}
+
+impl ItemRecord<'_> {
+    /// The fields in [`rules::ITEM`]'s order.
+    fn values(&self) -> [Value<'_>; 11] {
+        [
             Value::Str(Some(&self.sku)),
             Value::Str(Some(&self.name)),
             Value::Str(self.description.as_deref()),
@@ -111,7 +124,7 @@ impl<'a> IngestRecord<'a> for ItemRecord<'a> {
             Value::Bool(self.is_active),
             Value::Str(Some(&self.content_hash)),
             Value::Time(self.last_modified_at),
-        ])
+        ]
     }
 }
 
@@ -121,7 +134,9 @@ impl<'a> IngestRecord<'a> for ItemRecord<'a> {
 pub struct StockRecord<'a> {
     #[serde(borrow)]
     pub sku: Cow<'a, str>,
+    #[serde(deserialize_with = "strict_number")]
     pub quantity: Decimal,
+    #[serde(default, deserialize_with = "strict_optional_number")]
     pub reserved_quantity: Option<Decimal>,
     #[serde(borrow)]
     pub content_hash: Cow<'a, str>,
@@ -140,13 +155,23 @@ impl<'a> IngestRecord<'a> for StockRecord<'a> {
         self.last_modified_at
     }
     fn check(&self) -> Result<(), &'static str> {
-        rules::STOCK.check([
+        rules::STOCK.check(self.values())
+    }
+    fn rounded(&self) -> Vec<&'static str> {
+        rules::STOCK.rounded(self.values())
+    }
+}
+
+impl StockRecord<'_> {
+    /// The fields in [`rules::STOCK`]'s order.
+    fn values(&self) -> [Value<'_>; 5] {
+        [
             Value::Str(Some(&self.sku)),
             Value::Decimal(Some(self.quantity)),
             Value::Decimal(self.reserved_quantity),
             Value::Str(Some(&self.content_hash)),
             Value::Time(self.last_modified_at),
-        ])
+        ]
     }
 }
 
@@ -187,6 +212,48 @@ impl<'a> IngestRecord<'a> for WarehouseRecord<'a> {
             Value::Time(self.last_modified_at),
         ])
     }
+    fn rounded(&self) -> Vec<&'static str> {
+        Vec::new() // no decimal field
+    }
+}
+
+/// A JSON number, never a string that looks like one (`"1.5"` is `invalid`): an agent that
+/// sends strings has a bug worth seeing, and strings are not what the schema says.
+struct StrictNumber(Decimal);
+
+impl<'de> Deserialize<'de> for StrictNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NumberVisitor;
+        impl serde::de::Visitor<'_> for NumberVisitor {
+            type Value = Decimal;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON number")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Decimal, E> {
+                Ok(Decimal::from(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Decimal, E> {
+                Ok(Decimal::from(v))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Decimal, E> {
+                // As rust_decimal parses a float: its shortest decimal form.
+                v.to_string()
+                    .parse()
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+        deserializer.deserialize_any(NumberVisitor).map(Self)
+    }
+}
+
+fn strict_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+    StrictNumber::deserialize(deserializer).map(|n| n.0)
+}
+
+fn strict_optional_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Decimal>, D::Error> {
+    Option::<StrictNumber>::deserialize(deserializer).map(|n| n.map(|n| n.0))
 }
 
 /// The records' OpenAPI schemas come from their rule tables.
@@ -233,6 +300,11 @@ pub struct RecordResult {
     /// `no_changes`, `stale`, `unmapped_unit: X`, `unmapped_vat: X`, `unknown_sku`, `invalid: <field>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On a `processed` record, what was written other than sent: `unmapped_family: X`,
+    /// `unmapped_subfamily: X` (stored as null), `rounded: <field>` (stored rounded to the
+    /// column's scale). Absent when there is nothing to report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl RecordResult {
@@ -253,6 +325,7 @@ impl RecordResult {
             erp_warehouse_id,
             status,
             reason,
+            warnings: Vec::new(),
         }
     }
 }

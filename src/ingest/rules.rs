@@ -199,6 +199,23 @@ impl<const N: usize> RecordRules<N> {
         Ok(())
     }
 
+    /// The decimal fields whose value has more places than their column keeps: stored
+    /// rounded (half away from zero), reported to the agent as `rounded: <field>` warnings.
+    pub fn rounded(&self, values: [Value<'_>; N]) -> Vec<&'static str> {
+        self.fields
+            .iter()
+            .zip(values)
+            .filter_map(|(rule, value)| match (rule.kind, value) {
+                (Kind::Decimal { scale, .. }, Value::Decimal(Some(d)))
+                    if round_to_scale(d, scale) != d =>
+                {
+                    Some(rule.field)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The record's OpenAPI schema, from the table.
     pub fn schema(&self) -> RefOr<Schema> {
         let mut object = ObjectBuilder::new().schema_type(Type::Object);

@@ -178,6 +178,7 @@ async fn write_items(
     };
     let mut rows = ItemRows::default();
     let mut unmapped = HashMap::new();
+    let mut dropped_codes: HashMap<&str, Vec<String>> = HashMap::new();
     for (_, item) in needing_write(chunk, &stored) {
         let (unit, vat) = (
             codes.get(MappingType::Unit, &item.unit_code),
@@ -200,16 +201,29 @@ async fn write_items(
         rows.erp_subfamily_code.push(item.subfamily_code.as_deref());
         rows.unit_code.push(unit);
         rows.vat_code.push(vat);
-        rows.family_code.push(
-            item.family_code
-                .as_deref()
-                .and_then(|c| codes.get(MappingType::Family, c)),
-        );
-        rows.subfamily_code.push(
-            item.subfamily_code
-                .as_deref()
-                .and_then(|c| codes.get(MappingType::Subfamily, c)),
-        );
+        // An unmapped family or subfamily is stored as null: the item is written, with a
+        // warning so the agent sees what was dropped.
+        for (mapping_type, code, column) in [
+            (
+                MappingType::Family,
+                &item.family_code,
+                &mut rows.family_code,
+            ),
+            (
+                MappingType::Subfamily,
+                &item.subfamily_code,
+                &mut rows.subfamily_code,
+            ),
+        ] {
+            let mapped = code.as_deref().and_then(|c| codes.get(mapping_type, c));
+            if let (Some(code), None) = (code, mapped) {
+                dropped_codes
+                    .entry(item.key())
+                    .or_default()
+                    .push(format!("unmapped_{}: {code}", mapping_type.as_str()));
+            }
+            column.push(mapped);
+        }
         rows.price.push(item.price);
         rows.is_active.push(item.is_active.unwrap_or(true));
         rows.content_hash.push(&item.content_hash);
@@ -231,7 +245,13 @@ async fn write_items(
             .collect();
         stored = stored_map(queries::item_versions(&mut *db, vendor_id, &rest).await?);
     }
-    let outcomes = classify(chunk, &stored, &written, |key| unmapped.remove(key));
+    let outcomes = classify(
+        chunk,
+        &stored,
+        &written,
+        |key| unmapped.remove(key),
+        |key| dropped_codes.remove(key).unwrap_or_default(),
+    );
     Ok((outcomes, written.len()))
 }
 
@@ -259,7 +279,7 @@ async fn write_warehouses(
             .into_iter()
             .collect()
     };
-    Ok(classify(chunk, &stored, &written, |_| None))
+    Ok(classify(chunk, &stored, &written, |_| None, |_| Vec::new()))
 }
 
 async fn write_stock(
@@ -311,9 +331,13 @@ async fn write_stock(
             .map(str::to_owned)
             .collect()
     };
-    Ok(classify(chunk, &stored, &written, |key| {
-        (!item_ids.contains_key(key)).then(|| "unknown_sku".to_owned())
-    }))
+    Ok(classify(
+        chunk,
+        &stored,
+        &written,
+        |key| (!item_ids.contains_key(key)).then(|| "unknown_sku".to_owned()),
+        |_| Vec::new(),
+    ))
 }
 
 /// Where a request's chunks are written. Several chunks share one transaction, so a failure
@@ -372,13 +396,15 @@ fn needing_write<'c, 'a, T: IngestRecord<'a>>(
 
 /// Judges each record of a chunk, in the plan's order: unchanged (`no_changes`), older than
 /// stored (`stale`), refused before writing (`refusal`: `unmapped_unit: X`, `unknown_sku`, …),
-/// written (`processed`), or refused by the upsert's guard because a concurrent request stored
-/// a newer version after our read (`stale`).
+/// written (`processed`, with its `warnings`: what was dropped, `warning(key)`, and the
+/// fields stored rounded), or refused by the upsert's guard because a concurrent request
+/// stored a newer version after our read (`stale`).
 fn classify<'a, T: IngestRecord<'a>>(
     chunk: &[(usize, T)],
     stored: &Stored,
     written: &HashSet<String>,
     mut refusal: impl FnMut(&str) -> Option<String>,
+    mut warning: impl FnMut(&str) -> Vec<String>,
 ) -> Vec<RecordResult> {
     chunk
         .iter()
@@ -393,7 +419,18 @@ fn classify<'a, T: IngestRecord<'a>>(
                 }
                 _ => match refusal(key) {
                     Some(reason) => failed::<T>(*index, key, reason),
-                    None => outcome_of::<T>(*index, key, written.contains(key)),
+                    None if written.contains(key) => {
+                        let mut result = outcome_of::<T>(*index, key, true);
+                        result.warnings = warning(key);
+                        result.warnings.extend(
+                            record
+                                .rounded()
+                                .into_iter()
+                                .map(|field| format!("rounded: {field}")),
+                        );
+                        result
+                    }
+                    None => outcome_of::<T>(*index, key, false),
                 },
             }
         })

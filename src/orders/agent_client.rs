@@ -38,21 +38,31 @@ pub enum AgentCallError {
 }
 
 impl AgentCallError {
-    /// 5xx, 408, 409 (the agent is still creating this order: an in-flight duplicate), 429,
-    /// timeouts, connection errors, garbled answers and refused addresses are worth retrying;
-    /// any other status (4xx, 3xx) is the agent refusing this order for good.
+    /// 5xx, 401 (the agent refused our signature: its clock or its signing secret is off,
+    /// which says nothing about the order), 408, 409 (the agent is still creating this order:
+    /// an in-flight duplicate), 429, timeouts, connection errors, garbled answers and refused
+    /// addresses are worth retrying; any other status (4xx, 3xx) is the agent refusing this
+    /// order for good.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Status { status, .. } => *status >= 500 || matches!(*status, 408 | 409 | 429),
+            Self::Status { status, .. } => {
+                *status >= 500 || matches!(*status, 401 | 408 | 409 | 429)
+            }
             Self::Transport(_) | Self::BadResponse(_) | Self::Refused(_) => true,
         }
     }
 
     /// Whether the error says the agent is unwell (what opens its circuit breaker): a 409
     /// is a sane answer about one order, a permanent 4xx too, and a call refused before it
-    /// was made says nothing of the agent.
+    /// was made says nothing of the agent. A 401 counts: an agent that refuses every
+    /// signature opens its breaker, and its other orders then wait without spending attempts.
     pub fn is_ill_health(&self) -> bool {
         self.is_retryable() && !matches!(self, Self::Status { status: 409, .. } | Self::Refused(_))
+    }
+
+    /// Whether the agent refused erp-sync's signature (401): worth a warning to operators.
+    pub fn is_signature_refusal(&self) -> bool {
+        matches!(self, Self::Status { status: 401, .. })
     }
 
     /// Whether the agent was called at all (an attempt is spent only then).

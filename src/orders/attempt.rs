@@ -86,7 +86,8 @@ impl OrderSync {
         }
         // The agent may have been called before the panic: the attempt counts.
         let reason = format!("internal error while processing (panic): {message}");
-        self.failed_call(&job, token, &reason, None, false).await
+        self.failed_call(&job, token, &reason, None, false, None)
+            .await
     }
 
     async fn try_process_job(&self, job_id: Uuid, token: Uuid) -> Result<(), AppError> {
@@ -125,7 +126,7 @@ impl OrderSync {
         let job = &claimed.job;
         if let Some(reference) = &claimed.order_erp_reference {
             // Completed by another path (a late callback, the marketplace): never sent again.
-            if delivery::complete(&inner.db, job.id, reference, None)
+            if delivery::complete(&inner.db, job.id, reference, None, None)
                 .await?
                 .is_some()
             {
@@ -138,7 +139,7 @@ impl OrderSync {
                 "attempts exhausted: the last attempt never reported back (last agent error: {})",
                 job.last_agent_error.as_deref().unwrap_or("none")
             );
-            return self.dead_letter(job, token, &reason, false).await;
+            return self.dead_letter(job, token, &reason, false, None).await;
         }
         let Some(client) = inner.client.clone() else {
             let reason = "AGENT_SECRET is not configured: agents cannot be called";
@@ -160,11 +161,19 @@ impl OrderSync {
         if let Gate::Open { remaining } = inner.breakers.gate(&job.vendor_id, API_ORDERS).await {
             return self.wait(job, token, BREAKER_WAIT, remaining).await;
         }
+        // The order as it stands now, not as it was at insert: a marketplace may add the lines
+        // in a later transaction. Only a deleted order falls back to the job's copy.
+        let order = claimed
+            .current_order
+            .clone()
+            .filter(|order| !order.is_null())
+            .or_else(|| job.payload.get("order").cloned())
+            .unwrap_or(Value::Null);
         let body = json!({
             "jobId": job.id,
             "vendorId": job.vendor_id,
             "orderId": job.postgres_order_id,
-            "order": job.payload.get("order").cloned().unwrap_or(Value::Null),
+            "order": order,
         });
         let call = CreateOrderCall {
             client,
@@ -173,7 +182,7 @@ impl OrderSync {
             signing: claimed.agent_signing.clone(),
             idempotency_key: idempotency_key(job),
             correlation_id: correlation_id.clone(),
-            body,
+            body: body.clone(),
         };
         let started_at = Utc::now();
         let started = std::time::Instant::now();
@@ -212,7 +221,15 @@ impl OrderSync {
         }
         match outcome {
             Ok(CreateOrderOutcome::Done { erp_reference }) => {
-                match delivery::complete(&inner.db, job.id, &erp_reference, Some(token)).await? {
+                match delivery::complete(
+                    &inner.db,
+                    job.id,
+                    &erp_reference,
+                    Some(token),
+                    Some(&body),
+                )
+                .await?
+                {
                     Some(done) => {
                         inner.prometheus.count_job(JobOutcome::Completed);
                         tracing::info!(erp_reference = %erp_reference, "order synced");
@@ -225,7 +242,7 @@ impl OrderSync {
             Ok(CreateOrderOutcome::Accepted) => {
                 let deadline =
                     chrono::Duration::from_std(inner.callback_timeout).unwrap_or_default();
-                if delivery::await_callback(&inner.db, job.id, token, deadline).await? {
+                if delivery::await_callback(&inner.db, job.id, token, deadline, &body).await? {
                     inner.prometheus.count_job(JobOutcome::Accepted);
                     tracing::info!("agent accepted the order; waiting for its callback");
                     self.wake_at(due_after(inner.callback_timeout));
@@ -252,12 +269,28 @@ impl OrderSync {
                     .await
             }
             Err(BreakerError::Call(error)) if error.is_retryable() => {
-                self.failed_call(job, token, &error.to_string(), error.retry_after(), true)
-                    .await
+                if error.is_signature_refusal() {
+                    tracing::warn!(%error, "the agent refused erp-sync's signature (401): check the agent's clock and signing secret; retried like a temporary failure");
+                }
+                self.failed_call(
+                    job,
+                    token,
+                    &error.to_string(),
+                    error.retry_after(),
+                    true,
+                    Some(&body),
+                )
+                .await
             }
             Err(BreakerError::Call(error)) => {
-                self.dead_letter(job, token, &format!("permanent: {error}"), true)
-                    .await
+                self.dead_letter(
+                    job,
+                    token,
+                    &format!("permanent: {error}"),
+                    true,
+                    Some(&body),
+                )
+                .await
             }
         }
     }
@@ -272,6 +305,7 @@ impl OrderSync {
         error: &str,
         retry_after: Option<Duration>,
         agent_error: bool,
+        sent: Option<&Value>,
     ) -> Result<(), AppError> {
         let inner = &self.inner;
         let attempts = job.retry_count.saturating_add(1);
@@ -282,6 +316,7 @@ impl OrderSync {
                     token,
                     &format!("{error} (after {attempts} attempts)"),
                     true,
+                    sent,
                 )
                 .await;
         }
@@ -293,6 +328,7 @@ impl OrderSync {
             reason: error,
             spent_attempt: true,
             agent_error: agent_error.then_some(error),
+            sent,
         };
         if delivery::release(&inner.db, job.id, token, &release).await? {
             inner.prometheus.count_job(JobOutcome::Retried);
@@ -324,6 +360,7 @@ impl OrderSync {
             reason,
             spent_attempt: false,
             agent_error: None,
+            sent: None,
         };
         if delivery::release(&self.inner.db, job.id, token, &release).await? {
             self.inner.prometheus.count_job(JobOutcome::Deferred);
@@ -345,10 +382,18 @@ impl OrderSync {
         token: Uuid,
         reason: &str,
         spent_attempt: bool,
+        sent: Option<&Value>,
     ) -> Result<(), AppError> {
-        if delivery::dead_letter(&self.inner.db, job.id, Some(token), reason, spent_attempt)
-            .await?
-            .is_some()
+        if delivery::dead_letter(
+            &self.inner.db,
+            job.id,
+            Some(token),
+            reason,
+            spent_attempt,
+            sent,
+        )
+        .await?
+        .is_some()
         {
             self.inner.prometheus.count_job(JobOutcome::DeadLettered);
             tracing::error!(job_id = %job.id, vendor_id = %job.vendor_id, reason, "order sync failed for good; moved to the dead-letter queue");

@@ -31,6 +31,9 @@ pub struct Claimed {
     pub agent_deregistered_at: Option<DateTime<Utc>>,
     /// Set when the order already has its ERP reference (completed by another path).
     pub order_erp_reference: Option<String>,
+    /// The order and its lines as they stand now (the `order` of the create-order body); null
+    /// when the order row is gone.
+    pub current_order: Option<serde_json::Value>,
     /// The agent's sealed signing secrets, for [`crate::agents::client`].
     #[sqlx(flatten)]
     pub agent_signing: StoredSigning,
@@ -60,6 +63,7 @@ pub async fn claim(
          )
          SELECT c.*, a.agent_url, a.last_heartbeat AS agent_last_heartbeat,
                 a.deregistered_at AS agent_deregistered_at, o.erp_reference AS order_erp_reference,
+                erp_sync_order_payload(c.postgres_order_id) -> 'order' AS current_order,
                 a.signing_secret_sealed, a.previous_signing_secret_sealed,
                 a.previous_signing_secret_expires_at
          FROM claimed c
@@ -85,6 +89,8 @@ pub struct Release<'a> {
     pub spent_attempt: bool,
     /// The agent's error, kept as `last_agent_error` (the dead-letter reason).
     pub agent_error: Option<&'a str>,
+    /// The create-order body the attempt sent (kept as `sent_payload`), when it called.
+    pub sent: Option<&'a serde_json::Value>,
 }
 
 /// Puts the attempt's job back to pending, due at `due_at`. `false` when the attempt no longer
@@ -99,6 +105,7 @@ pub async fn release(
         "UPDATE sync_jobs SET status = 'pending', next_retry_at = $3, error_message = $4,
                 retry_count = retry_count + CASE WHEN $5 THEN 1 ELSE 0 END,
                 last_agent_error = COALESCE($6, last_agent_error),
+                sent_payload = COALESCE($7, sent_payload),
                 lease_token = NULL, dispatched_at = NULL
          WHERE id = $1 AND status = 'processing' AND lease_token = $2",
     )
@@ -108,6 +115,7 @@ pub async fn release(
     .bind(release.reason)
     .bind(release.spent_attempt)
     .bind(release.agent_error)
+    .bind(release.sent)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -120,15 +128,17 @@ pub async fn await_callback(
     id: Uuid,
     token: Uuid,
     deadline: chrono::Duration,
+    sent: &serde_json::Value,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "UPDATE sync_jobs SET next_retry_at = now() + $3, retry_count = retry_count + 1,
+        "UPDATE sync_jobs SET next_retry_at = now() + $3, retry_count = retry_count + 1, sent_payload = $4,
                 lease_token = NULL, dispatched_at = NULL, error_message = NULL
          WHERE id = $1 AND status = 'processing' AND lease_token = $2",
     )
     .bind(id)
     .bind(token)
     .bind(deadline)
+    .bind(sent)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -160,11 +170,13 @@ pub async fn complete(
     id: Uuid,
     erp_reference: &str,
     token: Option<Uuid>,
+    sent: Option<&serde_json::Value>,
 ) -> sqlx::Result<Option<Completed>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH job AS (
              UPDATE sync_jobs SET status = 'completed', completed_at = now(), erp_reference = $2,
                     retry_count = retry_count + CASE WHEN lease_token = $3 THEN 1 ELSE 0 END,
+                    sent_payload = COALESCE($4, sent_payload),
                     next_retry_at = NULL, error_message = NULL, lease_token = NULL
              WHERE id = $1
                AND (status IN ('pending', 'processing', 'failed')
@@ -194,6 +206,7 @@ pub async fn complete(
     .bind(id)
     .bind(erp_reference)
     .bind(token)
+    .bind(sent)
     .fetch_optional(db)
     .await
 }
@@ -207,19 +220,21 @@ pub async fn dead_letter(
     token: Option<Uuid>,
     reason: &str,
     spent_attempt: bool,
+    sent: Option<&serde_json::Value>,
 ) -> sqlx::Result<Option<DlqEntry>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH failed AS (
              UPDATE sync_jobs SET status = 'failed', completed_at = now(), error_message = $3,
                     retry_count = retry_count + CASE WHEN $4 THEN 1 ELSE 0 END,
+                    sent_payload = COALESCE($5, sent_payload),
                     next_retry_at = NULL, lease_token = NULL
              WHERE id = $1 AND status IN ('pending', 'processing')
                AND ($2::uuid IS NULL OR (status = 'processing' AND lease_token = $2))
-             RETURNING id, postgres_order_id, vendor_id, operation, payload, retry_count
+             RETURNING id, postgres_order_id, vendor_id, operation, payload, sent_payload, retry_count
          )
          INSERT INTO dead_letter_queue
-             (original_job_id, order_id, vendor_id, operation, payload, failure_reason, attempt_count)
-         SELECT id, postgres_order_id, vendor_id, operation, payload, $3, retry_count FROM failed
+             (original_job_id, order_id, vendor_id, operation, payload, sent_payload, failure_reason, attempt_count)
+         SELECT id, postgres_order_id, vendor_id, operation, payload, sent_payload, $3, retry_count FROM failed
          RETURNING {}",
         super::dlq_queries::COLUMNS
     )))
@@ -227,6 +242,7 @@ pub async fn dead_letter(
     .bind(token)
     .bind(reason)
     .bind(spent_attempt)
+    .bind(sent)
     .fetch_optional(db)
     .await
 }

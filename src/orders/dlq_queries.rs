@@ -14,8 +14,12 @@ pub struct DlqEntry {
     pub original_job_id: Option<Uuid>,
     pub vendor_id: String,
     pub operation: String,
+    /// The job's payload: the order as it stood when the job was created.
     #[schema(value_type = Object)]
     pub payload: Value,
+    /// The create-order body the job's last attempt sent; null when no attempt called the agent.
+    #[schema(value_type = Option<Object>)]
+    pub sent_payload: Option<Value>,
     pub failure_reason: String,
     #[serde(skip)]
     pub failure_stack: Option<String>,
@@ -35,7 +39,7 @@ pub struct DlqEntry {
     pub resolution_erp_reference: Option<String>,
 }
 
-pub const COLUMNS: &str = "id, original_job_id, vendor_id, operation, payload, failure_reason, failure_stack, \
+pub const COLUMNS: &str = "id, original_job_id, vendor_id, operation, payload, sent_payload, failure_reason, failure_stack, \
                        attempt_count, last_attempt_at, resolved, resolved_at, resolved_by, created_at, retried_job_id, order_id, \
                        resolution_note, resolution_erp_reference";
 

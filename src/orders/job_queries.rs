@@ -17,8 +17,15 @@ pub struct SyncJob {
     pub operation: String,
     /// pending, processing, completed, failed or cancelled.
     pub status: String,
+    /// The order as it stood when the job was created.
     #[schema(value_type = Object)]
     pub payload: Value,
+    /// The create-order body the last attempt sent (built at delivery from the order as it
+    /// stood then); null until an attempt called the agent.
+    #[schema(value_type = Option<Object>)]
+    pub sent_payload: Option<Value>,
+    /// Attempts made: agent calls spent on this job (0 before the first call, 1 after a
+    /// first-try success, `maxRetries` when it failed after its last attempt).
     pub retry_count: i32,
     pub max_retries: i32,
     pub next_retry_at: Option<DateTime<Utc>>,
@@ -41,7 +48,7 @@ pub struct SyncJob {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-pub const COLUMNS: &str = "id, postgres_order_id, vendor_id, operation, status, payload, retry_count, max_retries, \
+pub const COLUMNS: &str = "id, postgres_order_id, vendor_id, operation, status, payload, sent_payload, retry_count, max_retries, \
      next_retry_at, error_message, error_stack, erp_reference, last_agent_error, lease_token, \
      CASE WHEN status = 'processing' AND lease_token IS NULL THEN next_retry_at END AS awaiting_callback_until, \
      created_at, started_at, completed_at, expires_at";

@@ -3,6 +3,7 @@
 //! (apalis) only dispatches due work; the dispatcher redoes whatever Redis lost.
 
 pub mod agent_client;
+pub mod agent_routes;
 mod attempt;
 pub mod breaker;
 pub mod breaker_views;

@@ -177,7 +177,7 @@ impl OrderSync {
                         json!({"erpReference": ["required"]}),
                     )
                 })?;
-                match delivery::complete(&self.inner.db, job_id, reference, None).await? {
+                match delivery::complete(&self.inner.db, job_id, reference, None, None).await? {
                     Some(done) => {
                         self.inner.prometheus.count_job(JobOutcome::Completed);
                         log_completion(&job.status, &done);
@@ -193,7 +193,7 @@ impl OrderSync {
                     "agent reported failure: {}",
                     printable(error.unwrap_or("no reason given"), 2_000)
                 );
-                if delivery::dead_letter(&self.inner.db, job_id, None, &reason, false)
+                if delivery::dead_letter(&self.inner.db, job_id, None, &reason, false, None)
                     .await?
                     .is_some()
                 {

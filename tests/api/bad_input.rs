@@ -275,14 +275,15 @@ async fn numbers_that_round_over_their_column_fail_their_record(db: PgPool) {
     let mut over = item("SKU-OVER", "h", 0);
     over["price"] = json!(99999999.99999);
     let mut edge = item("SKU-EDGE", "h", 0);
-    edge["price"] = json!("99999999.99994");
-    let mut as_string_over = item("SKU-STR", "h", 0);
-    as_string_over["price"] = json!("99999999.99995");
+    edge["price"] = json!(99999999.99994);
+    // Numbers must be JSON numbers (a string is `invalid` whatever it holds); this one rounds over.
+    let mut rounds_over = item("SKU-STR", "h", 0);
+    rounds_over["price"] = json!(99999999.99995);
     let (_, report) = post(
         &app,
         "/api/sync/items",
         &token,
-        &json!({"vendorId": VENDOR, "items": [over, edge, as_string_over]}),
+        &json!({"vendorId": VENDOR, "items": [over, edge, rounds_over]}),
     )
     .await;
     assert_eq!(
@@ -309,9 +310,9 @@ async fn numbers_that_round_over_their_column_fail_their_record(db: PgPool) {
         &token,
         &json!({"vendorId": VENDOR, "warehouseId": "W1", "stock": [
             stock("SKU-EDGE", json!(99999999999.9999_f64), json!(0)),
-            stock("SKU-EDGE", json!("-99999999999.9995"), json!(0)),
+            stock("SKU-EDGE", json!(-99999999999.9995), json!(0)),
             stock("SKU-EDGE", json!(1), json!(-1)),
-            stock("SKU-EDGE", json!(1), json!("99999999999.9995")),
+            stock("SKU-EDGE", json!(1), json!(99999999999.9995)),
             stock("SKU-EDGE", json!(1e300), json!(0)),
         ]}),
     )

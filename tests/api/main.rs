@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod agent_authors;
 mod agent_check;
 mod agents;
 mod bad_input;

@@ -182,6 +182,7 @@ async fn a_worker_whose_lease_ran_out_changes_nothing(db: PgPool) {
         reason: "stale failure",
         spent_attempt: true,
         agent_error: Some("HTTP 500 from the stale attempt"),
+        sent: None,
     };
     assert!(
         !delivery::release(&db, job_id, stale, &failure)
@@ -189,12 +190,18 @@ async fn a_worker_whose_lease_ran_out_changes_nothing(db: PgPool) {
             .unwrap()
     );
     assert!(
-        !delivery::await_callback(&db, job_id, stale, chrono::Duration::seconds(60))
-            .await
-            .unwrap()
+        !delivery::await_callback(
+            &db,
+            job_id,
+            stale,
+            chrono::Duration::seconds(60),
+            &serde_json::json!({})
+        )
+        .await
+        .unwrap()
     );
     assert!(
-        delivery::dead_letter(&db, job_id, Some(stale), "stale", true)
+        delivery::dead_letter(&db, job_id, Some(stale), "stale", true, None)
             .await
             .unwrap()
             .is_none()
@@ -235,7 +242,7 @@ async fn a_worker_whose_lease_ran_out_changes_nothing(db: PgPool) {
             .await
             .is_some()
     );
-    let done = delivery::complete(&db, job_id, "ERP-1", Some(stale))
+    let done = delivery::complete(&db, job_id, "ERP-1", Some(stale), None)
         .await
         .unwrap()
         .unwrap();
@@ -246,7 +253,7 @@ async fn a_worker_whose_lease_ran_out_changes_nothing(db: PgPool) {
         Some("ERP-1")
     );
     assert!(
-        delivery::complete(&db, job_id, "ERP-2", Some(current))
+        delivery::complete(&db, job_id, "ERP-2", Some(current), None)
             .await
             .unwrap()
             .is_none(),

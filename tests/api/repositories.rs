@@ -65,7 +65,7 @@ async fn sync_jobs_lifecycle_and_metrics(db: PgPool) {
     );
     assert_eq!(jobs::count_waiting(&db, 10).await.unwrap(), 1);
 
-    let done = delivery::complete(&db, job.id, "ERP-1", None)
+    let done = delivery::complete(&db, job.id, "ERP-1", None, None)
         .await
         .unwrap()
         .unwrap()
@@ -73,7 +73,7 @@ async fn sync_jobs_lifecycle_and_metrics(db: PgPool) {
     assert_eq!(done.erp_reference.as_deref(), Some("ERP-1"));
     assert!(done.completed_at.is_some());
     assert!(
-        delivery::complete(&db, Uuid::new_v4(), "ERP-2", None)
+        delivery::complete(&db, Uuid::new_v4(), "ERP-2", None, None)
             .await
             .unwrap()
             .is_none()
@@ -83,7 +83,7 @@ async fn sync_jobs_lifecycle_and_metrics(db: PgPool) {
     let other = jobs::create(&db, &new_job(None, "v1", &payload))
         .await
         .unwrap();
-    delivery::dead_letter(&db, other.id, None, "agent said no", false)
+    delivery::dead_letter(&db, other.id, None, "agent said no", false, None)
         .await
         .unwrap()
         .unwrap();
