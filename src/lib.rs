@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod mappings;
 pub mod ops;
 pub mod orders;
+pub mod pagination;
 pub mod reconciliation;
 pub mod startup;
 pub mod state;

@@ -77,8 +77,12 @@ impl AppState {
             alerts.clone(),
             &settings,
         );
-        let jobs = Jobs::new(db.clone(), agents.clone(), alerts.clone())
-            .with_reconciler(Arc::new(reconciliation.clone()));
+        let jobs = Jobs::new(
+            db.clone(),
+            agents.clone(),
+            alerts.clone(),
+            Arc::new(reconciliation.clone()),
+        );
         let scheduler = Scheduler::new(
             db.clone(),
             jobs,

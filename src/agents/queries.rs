@@ -1,4 +1,4 @@
-//! `agent_registry` repository (plan Task 3): set-based SQL, one statement per operation.
+//! `agent_registry` repository: set-based SQL, one statement per operation.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};

@@ -1,5 +1,5 @@
 //! Request extractors that turn every client mistake into an `AppError` (never axum's
-//! plain-text rejections): validated JSON bodies, pagination, path ids.
+//! plain-text rejections): validated JSON bodies, query strings, path ids.
 
 use axum::{
     body::Bytes,
@@ -10,12 +10,14 @@ use axum::{
     },
     http::{header, request::Parts},
 };
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use heck::ToLowerCamelCase;
+use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use crate::error::AppError;
+
+pub use crate::pagination::{Page, Pagination};
 
 /// Reads the body bytes, refusing a wrong content type, a compressed body or an oversized body.
 pub async fn read_json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, AppError> {
@@ -155,7 +157,7 @@ fn flatten_errors(
         let name = if *field == "__all__" {
             None
         } else {
-            Some(to_camel_case(field))
+            Some(field.to_lower_camel_case())
         };
         let path = match (prefix.is_empty(), name) {
             (true, Some(name)) => name,
@@ -193,23 +195,6 @@ fn flatten_errors(
     }
 }
 
-/// `snake_case` → `camelCase`, as `#[serde(rename_all = "camelCase")]` renames fields.
-fn to_camel_case(snake: &str) -> String {
-    let mut out = String::with_capacity(snake.len());
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// A message for validator's built-in rules, which carry none (the value is never quoted).
 fn describe(error: &validator::ValidationError) -> String {
     let param = |name: &str| error.params.get(name).map(|v| v.to_string());
@@ -222,68 +207,6 @@ fn describe(error: &validator::ValidationError) -> String {
         },
         "range" => "is out of range".to_owned(),
         code => format!("is invalid ({code})"),
-    }
-}
-
-/// `?page=&limit=`: page from 1, limit 1–100 (default 20).
-#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Pagination {
-    /// Page number, from 1.
-    #[param(minimum = 1, maximum = 4294967295_u64)]
-    pub page: Option<u32>,
-    /// Rows per page, 1–100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-}
-
-impl Pagination {
-    pub const MAX_LIMIT: u32 = 100;
-
-    pub fn page(&self) -> u32 {
-        self.page.unwrap_or(1)
-    }
-    pub fn limit(&self) -> u32 {
-        self.limit.unwrap_or(20)
-    }
-    pub fn offset(&self) -> i64 {
-        i64::from(self.page() - 1) * i64::from(self.limit())
-    }
-
-    pub fn check(self) -> Result<Self, AppError> {
-        if self.page == Some(0) {
-            return Err(AppError::validation(
-                "page must be at least 1",
-                json!({"page": ["must be >= 1"]}),
-            ));
-        }
-        if !(1..=Self::MAX_LIMIT).contains(&self.limit()) {
-            return Err(AppError::validation(
-                "limit must be between 1 and 100",
-                json!({"limit": ["must be between 1 and 100"]}),
-            ));
-        }
-        Ok(self)
-    }
-}
-
-/// A page of results: `{data, page, limit, total}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Page<T> {
-    pub data: Vec<T>,
-    pub page: u32,
-    pub limit: u32,
-    pub total: i64,
-}
-
-impl<T> Page<T> {
-    pub fn new(data: Vec<T>, pagination: Pagination, total: i64) -> Self {
-        Self {
-            data,
-            page: pagination.page(),
-            limit: pagination.limit(),
-            total,
-        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! `erp_code_mappings` repository (plan Task 3).
+//! `erp_code_mappings` repository.
 
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;

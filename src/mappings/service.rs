@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     error::{AppError, ResultExt},
-    http::extract::{Page, Pagination},
+    pagination::{Page, Pagination},
 };
 
 const CACHE_CAPACITY: u64 = 10_000;

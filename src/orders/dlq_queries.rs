@@ -1,4 +1,4 @@
-//! `dead_letter_queue` repository (plan Task 3): jobs that will not succeed by retrying.
+//! `dead_letter_queue` repository: jobs that will not succeed by retrying.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -1,4 +1,4 @@
-//! `sync_jobs` repository (plan Task 3). Postgres is the source of truth for every job;
+//! `sync_jobs` repository. Postgres is the source of truth for every job;
 //! Redis only dispatches.
 
 use chrono::{DateTime, Utc};

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     agents::model::AgentHealth,
     error::{AppError, ResultExt},
-    http::extract::{Page, Pagination},
+    pagination::{Page, Pagination},
 };
 
 /// The most entries one bulk call changes; the answer says when more matched.

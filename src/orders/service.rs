@@ -31,11 +31,11 @@ use crate::{
     config::Settings,
     db,
     error::{AppError, ResultExt},
-    http::extract::{Page, Pagination},
     ops::{
         alerts::AlertService,
         metrics::{JobOutcome, Prometheus},
     },
+    pagination::{Page, Pagination},
 };
 
 pub const API_ORDERS: &str = "orders";

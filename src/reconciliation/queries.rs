@@ -1,4 +1,4 @@
-//! `reconciliation_events` repository (plan Task 3): the audit trail of drift checks.
+//! `reconciliation_events` repository: the audit trail of drift checks.
 
 use std::collections::BTreeMap;
 

@@ -29,13 +29,13 @@ use crate::{
     },
     config::Settings,
     error::AppError,
-    http::extract::{Page, Pagination},
     ingest::IngestService,
     ops::{
         alerts::{Alert, AlertKind, AlertService},
         scheduler::{DriftReport, Reconciler},
     },
     orders::{agent_client::AgentClient, breaker::BreakerRegistry},
+    pagination::{Page, Pagination},
 };
 
 /// A run holds its vendor for this long past its last renewal; a run whose process died stops

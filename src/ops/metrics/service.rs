@@ -12,11 +12,11 @@ use super::{
 use crate::{
     agents::{AgentService, model::AgentHealth},
     error::AppError,
-    http::extract::{Page, Pagination},
     orders::{
         OrderSync,
         job_queries::{self as jobs, JobMetrics},
     },
+    pagination::{Page, Pagination},
     reconciliation::queries::{self as events, ReconciliationMetrics},
 };
 

@@ -19,7 +19,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{app_with, dead_letter, jobs, run_job};
+use super::{app_with, dead_letter, jobs, jobs_with, run_job};
 use crate::{
     helpers::{TestApp, captured_logs, spawn_app_with},
     mock_agent::{MockAgent, Reply},
@@ -360,8 +360,7 @@ async fn detect_drift_reconciles_online_agents_a_few_at_a_time(db: PgPool) {
         in_flight: AtomicUsize::new(0),
         most_in_flight: AtomicUsize::new(0),
     });
-    let result = jobs(&app)
-        .with_reconciler(reconciler.clone())
+    let result = jobs_with(&app, reconciler.clone())
         .detect_drift()
         .await
         .unwrap();

@@ -7,7 +7,9 @@ mod metrics;
 mod prometheus;
 mod scheduler;
 
-use erp_sync::ops::scheduler::Jobs;
+use std::sync::Arc;
+
+use erp_sync::ops::scheduler::{Jobs, Reconciler};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -25,10 +27,16 @@ pub async fn app_with(db: PgPool, extra: &[(&str, &str)]) -> TestApp {
 
 /// The job bodies over the app's services, to call directly.
 pub fn jobs(app: &TestApp) -> Jobs {
+    jobs_with(app, Arc::new(app.state.reconciliation.clone()))
+}
+
+/// The job bodies with `detect-drift` going through `reconciler`.
+pub fn jobs_with(app: &TestApp, reconciler: Arc<dyn Reconciler>) -> Jobs {
     Jobs::new(
         app.db.clone(),
         app.state.agents.clone(),
         app.state.alerts.clone(),
+        reconciler,
     )
 }
 
