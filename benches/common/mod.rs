@@ -13,8 +13,8 @@ pub fn cleanup_redis(prefix: &str) {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
         }
         let _: redis::RedisResult<()> = redis::cmd("ZREM")
-            .arg("core:apalis:queues:list")
-            .arg(format!("{prefix}:order-sync:workers"))
+            .arg(erp_sync::orders::queue::APALIS_QUEUES_LIST)
+            .arg(erp_sync::orders::queue::QueueKeys::new(prefix).workers)
             .query(&mut conn);
     }
 }

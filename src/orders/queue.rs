@@ -36,6 +36,45 @@ pub struct OrderTask {
     pub vendor_id: Option<String>,
 }
 
+/// apalis' global sorted set of every queue it has seen (member: the queue's workers set).
+pub const APALIS_QUEUES_LIST: &str = "core:apalis:queues:list";
+
+/// The Redis keys of the order-sync queue of one prefix: the only place outside apalis that
+/// knows its layout (tests and benches inspect and clean up through it).
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    /// Every key of the queue starts with this (`{prefix}:order-sync`).
+    pub queue: String,
+    /// Tasks ready to be fetched (a list).
+    pub active: String,
+    /// Tasks due later (a sorted set by due time).
+    pub scheduled: String,
+    /// Registered workers with their last heartbeat (a sorted set); also this queue's member
+    /// of [`APALIS_QUEUES_LIST`].
+    pub workers: String,
+    /// Every worker this queue started, with its start time (ours, for reaping the dead).
+    pub known_workers: String,
+}
+
+impl QueueKeys {
+    pub fn new(prefix: &str) -> Self {
+        let config = queue_config(prefix);
+        let workers = config.workers_set();
+        Self {
+            queue: format!("{prefix}:order-sync"),
+            active: config.active_jobs_list(),
+            scheduled: config.scheduled_jobs_set(),
+            known_workers: format!("{workers}:known-workers"),
+            workers,
+        }
+    }
+
+    /// The metadata hash apalis keeps for one worker.
+    pub fn worker_metadata(&self, worker: &str) -> String {
+        format!("{}:metadata:{worker}", self.workers)
+    }
+}
+
 /// The queue `{prefix}:order-sync` and how workers use it.
 pub fn queue_config(prefix: &str) -> Config {
     Config::default()
@@ -132,7 +171,7 @@ impl Dispatcher {
     /// The set of every worker this queue has started, with its start time (ours, for
     /// [`reap_dead_workers`](Self::reap_dead_workers)).
     fn known_workers_set(&self) -> String {
-        format!("{}:known-workers", self.config.workers_set())
+        QueueKeys::new(self.redis.prefix()).known_workers
     }
 
     pub async fn state(&self) -> redis::RedisResult<QueueState> {
@@ -276,7 +315,7 @@ impl Dispatcher {
         let result: redis::RedisResult<()> = redis::pipe()
             .zrem(self.config.workers_set(), name)
             .zrem(self.known_workers_set(), name)
-            .del(format!("{}:metadata:{name}", self.config.workers_set()))
+            .del(QueueKeys::new(self.redis.prefix()).worker_metadata(name))
             .query_async(&mut conn)
             .await;
         if let Err(error) = result {

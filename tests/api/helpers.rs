@@ -217,8 +217,8 @@ pub fn delete_redis_keys(prefix: &str) {
     }
     // apalis registers every queue in one global sorted set: take our member out of it.
     let _: redis::RedisResult<()> = redis::cmd("ZREM")
-        .arg("core:apalis:queues:list")
-        .arg(format!("{prefix}:order-sync:workers"))
+        .arg(erp_sync::orders::queue::APALIS_QUEUES_LIST)
+        .arg(erp_sync::orders::queue::QueueKeys::new(prefix).workers)
         .query(&mut conn);
 }
 

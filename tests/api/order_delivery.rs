@@ -487,10 +487,10 @@ async fn vendor_a_with_3000_jobs_in_backoff_does_not_delay_vendor_b(db: PgPool) 
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let queue = format!("{}:order-sync", app.redis_prefix);
+    let queue = erp_sync::orders::queue::QueueKeys::new(&app.redis_prefix);
     let (active, scheduled): (u64, u64) = redis::pipe()
-        .llen(format!("{queue}:active"))
-        .zcard(format!("{queue}:scheduled"))
+        .llen(&queue.active)
+        .zcard(&queue.scheduled)
         .query_async(&mut redis)
         .await
         .unwrap();

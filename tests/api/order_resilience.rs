@@ -307,16 +307,12 @@ async fn redis_keys_return_to_the_baseline_after_2000_orders(db: PgPool) {
     .await;
 
     // A worker killed -9 leaves its registration behind; it is reaped.
-    let queue = format!("{}:order-sync", app.redis_prefix);
+    let queue = erp_sync::orders::queue::QueueKeys::new(&app.redis_prefix);
     let dead = "order-sync-1-deadbeef";
     let _: () = redis::pipe()
-        .zadd(format!("{queue}:workers"), dead, 1_000)
-        .hset(
-            format!("{queue}:workers:metadata:{dead}"),
-            "backend_name",
-            "x",
-        )
-        .zadd(format!("{queue}:workers:known-workers"), dead, 1_000)
+        .zadd(&queue.workers, dead, 1_000)
+        .hset(queue.worker_metadata(dead), "backend_name", "x")
+        .zadd(&queue.known_workers, dead, 1_000)
         .query_async(&mut redis)
         .await
         .unwrap();
