@@ -183,7 +183,7 @@ pub(crate) fn call_error(error: TransportError) -> AgentCallError {
 }
 
 /// What `orders.erp_reference` (varchar(100)) can hold and a log line can show.
-fn valid_reference(reference: &str) -> bool {
+pub(crate) fn valid_reference(reference: &str) -> bool {
     !reference.trim().is_empty()
         && reference.chars().count() <= 100
         && !reference.chars().any(char::is_control)
