@@ -179,7 +179,7 @@ impl Kit<'_> {
         // 2. Refusals: each with a fresh key, so a refusal is not confused with a repeat.
         for (name, signing) in [
             ("tampered body refused with 401", Signing::TamperedBody),
-            ("wrong secret refused with 401", Signing::WrongSecret),
+            ("wrong secret refused with 401", Signing::Forged),
             ("stale timestamp refused with 401", Signing::Stale),
         ] {
             let key = new_key();
@@ -289,7 +289,7 @@ impl Kit<'_> {
             .as_secs() as i64;
         let (signed_key, timestamp, sent) = match signing {
             Signing::Correct => (self.config.key.clone(), now, body.to_vec()),
-            Signing::WrongSecret => (rand::random::<[u8; 32]>().to_vec(), now, body.to_vec()),
+            Signing::Forged => (rand::random::<[u8; 32]>().to_vec(), now, body.to_vec()),
             Signing::Stale => (self.config.key.clone(), now - STALE_SECS, body.to_vec()),
             Signing::TamperedBody => {
                 let tampered =
@@ -371,7 +371,7 @@ impl Kit<'_> {
 enum Signing {
     Correct,
     TamperedBody,
-    WrongSecret,
+    Forged,
     Stale,
 }
 
@@ -380,7 +380,7 @@ impl Signing {
         match self {
             Self::Correct => "a valid signature",
             Self::TamperedBody => "a body changed after signing",
-            Self::WrongSecret => "a signature made with another key",
+            Self::Forged => "a signature made with another key",
             Self::Stale => "a timestamp 10 minutes old",
         }
     }

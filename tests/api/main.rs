@@ -25,6 +25,7 @@ mod properties;
 mod reconciliation;
 mod reconciliation_failures;
 mod reconciliation_routes;
+mod reference_agent;
 mod repositories;
 mod security_memory;
 mod security_preauth;
