@@ -142,3 +142,95 @@ async fn the_reference_agent_syncs_completes_orders_and_passes_agent_check(db: P
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const SECRET: &str = "whsec_dGVzdC1hZ2VudC1jaGVjay1zaWduaW5nLXNlY3JldCE=";
+
+/// An agent on 127.0.0.1:0 with this store; erp-sync is not needed by these checks.
+async fn start(
+    test_mode: bool,
+    store_path: &std::path::Path,
+) -> (std::sync::Arc<agent::Agent>, String) {
+    let agent = agent::Agent::new(agent::Config {
+        erp_sync_url: "http://127.0.0.1:9".into(),
+        vendor_id: "ref-agent-alone".into(),
+        token: "fake-token-ref-agent-alone".into(),
+        signing_secret: SECRET.into(),
+        catalogue: agent::Catalogue::default(),
+        store_path: store_path.to_owned(),
+        mode: agent::Mode::Sync,
+        test_mode,
+        heartbeat: Duration::from_secs(30),
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, agent::router(agent.clone())).into_future());
+    (agent, url)
+}
+
+fn kit(url: &str) -> AgentCheckArgs {
+    AgentCheckArgs {
+        url: url.to_owned(),
+        vendor: "ref-agent-alone".into(),
+        signing_secret: Some(SECRET.into()),
+        page_size: 100,
+        timeout_ms: 5_000,
+        orders: false,
+        orders_only: true,
+        callback_listen: "127.0.0.1:0".parse().unwrap(),
+        callback_timeout_ms: 5_000,
+    }
+}
+
+#[tokio::test]
+async fn outside_test_mode_check_orders_are_refused_and_keys_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("reference-agent-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store_path = dir.join("store.json");
+
+    // Not in test mode: the kit's orders are refused with 422 and nothing is created.
+    let (production, url) = start(false, &store_path).await;
+    let results = run(&kit(&url), |_| {}).await.unwrap();
+    assert!(!results[0].passed, "{results:#?}");
+    assert!(results[0].detail.contains("422") && results[0].detail.contains("test mode"));
+    assert!(production.erp_orders().is_empty());
+    assert!(!store_path.exists(), "no key stored for a refused order");
+
+    // In test mode every check passes, and the keys are on disk.
+    let (_, url) = start(true, &store_path).await;
+    let results = run(&kit(&url), |_| {}).await.unwrap();
+    assert!(results.iter().all(|r| r.passed), "{results:#?}");
+    let stored: std::collections::HashMap<String, String> =
+        serde_json::from_slice(&std::fs::read(&store_path).unwrap()).unwrap();
+    assert_eq!(
+        stored.len(),
+        2,
+        "the first key and the concurrent key: {stored:?}"
+    );
+
+    // A new process on the same store answers a repeat with the stored reference.
+    let (restarted, url) = start(true, &store_path).await;
+    let (key, reference) = stored.iter().next().unwrap();
+    let body = json!({"jobId": uuid::Uuid::new_v4(), "vendorId": "ref-agent-alone", "orderId": key, "order": {}});
+    let body = serde_json::to_vec(&body).unwrap();
+    let timestamp = chrono::Utc::now().timestamp();
+    let signing_key = erp_sync::reconciliation::agent_check_orders::decode_secret(SECRET).unwrap();
+    let signature = erp_sync::agents::signing::sign(&signing_key, key, timestamp, &body);
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{url}/sync/create-order"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key.as_str())
+        .header("webhook-id", key.as_str())
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["erpReference"], reference.as_str());
+    assert!(restarted.erp_orders().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
