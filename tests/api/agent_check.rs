@@ -257,3 +257,43 @@ async fn the_order_checks_need_the_signing_secret_and_fail_without_an_agent() {
     let results = run(&unreachable, |_| {}).await.unwrap();
     assert_eq!(failed(&results), ORDER_CHECKS, "{results:#?}");
 }
+
+#[tokio::test]
+async fn the_binary_runs_the_order_checks_and_exits_1_on_a_duplicate_order() {
+    let erp = erp().await;
+    erp.verify_with(standardwebhooks::Webhook::new(SECRET).unwrap());
+    erp.set_order_mode(OrderMode::Answer202);
+    let binary = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_erp-sync"));
+        command
+            .args([
+                "agent-check",
+                &erp.url,
+                "--vendor",
+                "vendor-check",
+                "--orders-only",
+            ])
+            .env("AGENT_CHECK_SIGNING_SECRET", SECRET)
+            .stdin(Stdio::null());
+        command
+    };
+    let ok = binary().output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(stdout.contains("all 7 checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("PASS  callback posted back for a 202: completed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET));
+
+    erp.set_order_mode(OrderMode::CreatesTwice);
+    let failing = binary().output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&failing.stdout);
+    assert_eq!(failing.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  concurrent duplicates: one order"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 of 7 checks failed"), "{stdout}");
+}

@@ -234,3 +234,65 @@ async fn outside_test_mode_check_orders_are_refused_and_keys_survive_a_restart()
     assert!(restarted.erp_orders().is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn the_catalogue_push_waits_out_a_429_and_sends_the_same_batch_again() {
+    use std::sync::{Arc, Mutex};
+    // A stand-in for erp-sync's batch routes: the first items batch is over the budget.
+    let calls: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let seen = calls.clone();
+    let erp_sync = axum::Router::new().route(
+        "/api/sync/{kind}/batch",
+        axum::routing::post(
+            move |axum::extract::Path(kind): axum::extract::Path<String>,
+                  axum::Json(body): axum::Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    let mut seen = seen.lock().unwrap();
+                    let first_items = kind == "items" && !seen.iter().any(|(k, _)| k == "items");
+                    seen.push((kind, body));
+                    if first_items {
+                        (
+                            axum::http::StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "1")],
+                            axum::Json(
+                                json!({"error": {"code": "rate_limited", "message": "slow down"}}),
+                            ),
+                        )
+                    } else {
+                        (
+                            axum::http::StatusCode::OK,
+                            [("retry-after", "0")],
+                            axum::Json(
+                                json!({"processed": 1, "skipped": 0, "failed": 0, "results": []}),
+                            ),
+                        )
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, erp_sync).into_future());
+    let catalogue: agent::Catalogue = serde_json::from_value(catalogue()).unwrap();
+    let agent = agent::Agent::new(agent::Config {
+        erp_sync_url: base,
+        vendor_id: "ref-agent-429".into(),
+        token: "fake-token-ref-agent-429".into(),
+        signing_secret: SECRET.into(),
+        catalogue,
+        store_path: std::env::temp_dir().join(format!("unused-{}.json", uuid::Uuid::new_v4())),
+        mode: agent::Mode::Sync,
+        test_mode: false,
+        heartbeat: Duration::from_secs(30),
+    })
+    .unwrap();
+    agent::push_catalogue(&agent).await.unwrap();
+    let calls = calls.lock().unwrap();
+    let kinds: Vec<&str> = calls.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["warehouses", "items", "items", "stock"]);
+    assert_eq!(calls[1].1, calls[2].1, "the same batch, sent again");
+    assert_eq!(calls[3].1["warehouseId"], "W1");
+    assert_eq!(calls[1].1["items"].as_array().unwrap().len(), 3);
+}
