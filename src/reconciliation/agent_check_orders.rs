@@ -292,9 +292,11 @@ impl Kit<'_> {
             Signing::Forged => (rand::random::<[u8; 32]>().to_vec(), now, body.to_vec()),
             Signing::Stale => (self.config.key.clone(), now - STALE_SECS, body.to_vec()),
             Signing::TamperedBody => {
-                let tampered =
-                    String::from_utf8_lossy(body).replace("\"quantity\":2", "\"quantity\":200");
-                (self.config.key.clone(), now, tampered.into_bytes())
+                // The signed order, with its first line's quantity changed.
+                let mut tampered: Value = serde_json::from_slice(body).unwrap_or_default();
+                tampered["order"]["lines"][0]["quantity"] = json!(200);
+                let tampered = serde_json::to_vec(&tampered).expect("a JSON value serialises");
+                (self.config.key.clone(), now, tampered)
             }
         };
         let signature = sign(&signed_key, key, timestamp, body);
