@@ -29,8 +29,8 @@ enum Command {
     },
     /// Print the OpenAPI document and exit.
     Openapi,
-    /// Check an agent's reconciliation endpoints against the contract (read-only); exits 1 if
-    /// any check fails.
+    /// Check an agent against the contract: its reconciliation endpoints (read-only) and, with
+    /// `--orders`, its create-order endpoint in its test mode; exits 1 if any check fails.
     AgentCheck(erp_sync::reconciliation::agent_check::AgentCheckArgs),
 }
 

@@ -205,7 +205,7 @@ fn host_of(agent_url: &str) -> String {
 }
 
 /// What `orders.erp_reference` (varchar(100)) can hold and a log line can show.
-fn valid_reference(reference: &str) -> bool {
+pub(crate) fn valid_reference(reference: &str) -> bool {
     !reference.trim().is_empty()
         && reference.chars().count() <= 100
         && !reference.chars().any(char::is_control)

@@ -32,6 +32,21 @@ pub struct AgentCheckArgs {
     /// Timeout of each request, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub timeout_ms: u64,
+    /// Also run the create-order checks (needs `--signing-secret`, and the agent in its test
+    /// mode: the orders sent are test orders under `AGENT-CHECK-`, see
+    /// docs/agent-protocol.md §9).
+    #[arg(long)]
+    pub orders: bool,
+    /// Run only the create-order checks (implies `--orders`).
+    #[arg(long)]
+    pub orders_only: bool,
+    /// Where the kit listens for callbacks after a 202; the agent is told
+    /// `http://<this address>` in the `X-Agent-Check-Erp-Sync-Url` header.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub callback_listen: std::net::SocketAddr,
+    /// How long to wait for the callback of a 202, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub callback_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +114,35 @@ pub async fn run(
         args.vendor,
         uuid::Uuid::new_v4().simple()
     );
+    let orders = args.orders || args.orders_only;
+    let order_key = match (&args.signing_secret, orders) {
+        (Some(secret), true) => Some(super::agent_check_orders::decode_secret(secret)?),
+        (None, true) => return Err("--orders needs --signing-secret".into()),
+        (_, false) => None,
+    };
     let erp = ErpCatalogue::direct(http.clone(), &args.url, signer.clone(), &correlation);
     let mut checks = Checks {
         results: Vec::new(),
         report: &mut report,
     };
-    checks.all(&erp, usize::from(args.page_size)).await;
-    if signer.is_some() {
+    if !args.orders_only {
+        checks.all(&erp, usize::from(args.page_size)).await;
+    }
+    if let Some(key) = order_key {
+        let config = super::agent_check_orders::OrderCheckConfig {
+            http: http.clone(),
+            base_url: &args.url,
+            vendor: &args.vendor,
+            key,
+            callback_listen: args.callback_listen,
+            callback_timeout: Duration::from_millis(args.callback_timeout_ms.max(1)),
+        };
+        super::agent_check_orders::run(&config, |name, outcome| {
+            checks.push(name, outcome);
+        })
+        .await?;
+    }
+    if signer.is_some() && !args.orders_only {
         // A key nobody holds: the agent must refuse what it signs.
         let forged = Signer::signing_secret(&format!(
             "whsec_{}",

@@ -3,6 +3,7 @@
 //! "Reconciliation" and docs/agent-protocol.md for the agent's side.
 
 pub mod agent_check;
+pub mod agent_check_orders;
 pub mod catalogue_queries;
 pub mod erp;
 pub mod model;

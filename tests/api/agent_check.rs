@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use erp_sync::reconciliation::agent_check::{AgentCheckArgs, CheckResult, run};
 
-use crate::mock_erp::{Behaviour, MockErp, erp_item};
+use crate::mock_erp::{Behaviour, MockErp, OrderMode, erp_item};
 
 const SECRET: &str = "whsec_dGVzdC1hZ2VudC1jaGVjay1zaWduaW5nLXNlY3JldCE=";
 
@@ -26,6 +26,10 @@ fn args(url: &str, secret: Option<&str>) -> AgentCheckArgs {
         signing_secret: secret.map(str::to_owned),
         page_size: 50,
         timeout_ms: 5_000,
+        orders: false,
+        orders_only: false,
+        callback_listen: "127.0.0.1:0".parse().unwrap(),
+        callback_timeout_ms: 5_000,
     }
 }
 
@@ -166,4 +170,130 @@ async fn the_binary_prints_each_check_and_exits_by_the_outcome() {
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
     assert!(!String::from_utf8_lossy(&usage.stderr).contains("nope"));
+}
+
+const ORDER_CHECKS: [&str; 7] = [
+    "signed create-order accepted",
+    "callback posted back for a 202",
+    "tampered body refused with 401",
+    "wrong secret refused with 401",
+    "stale timestamp refused with 401",
+    "same idempotency key twice: one order, same answer",
+    "concurrent duplicates: one order",
+];
+
+async fn check_orders(erp: &MockErp) -> Vec<CheckResult> {
+    let mut args = args(&erp.url, Some(SECRET));
+    args.orders_only = true;
+    run(&args, |_| {}).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_conforming_agent_passes_the_order_checks_answering_200_or_202() {
+    let erp = erp().await;
+    erp.verify_with(standardwebhooks::Webhook::new(SECRET).unwrap());
+    for (mode, created) in [(OrderMode::Answer200, 2), (OrderMode::Answer202, 4)] {
+        erp.set_order_mode(mode);
+        let results = check_orders(&erp).await;
+        assert_eq!(
+            failed(&results),
+            Vec::<&str>::new(),
+            "{mode:?}: {results:#?}"
+        );
+        let names: Vec<&str> = results.iter().map(|r| r.name).collect();
+        assert_eq!(names, ORDER_CHECKS, "{mode:?}");
+        // One ERP order for the first key and one for the concurrent key; nothing for the
+        // refused deliveries.
+        assert_eq!(erp.orders_created(), created, "{mode:?}");
+    }
+    assert!(
+        check_orders(&erp).await[1]
+            .detail
+            .contains("completed with erpReference"),
+        "the 202 mode's callback was observed"
+    );
+    // --orders adds the order checks to the read checks.
+    erp.set_order_mode(OrderMode::Answer200);
+    let mut all = args(&erp.url, Some(SECRET));
+    all.orders = true;
+    let results = run(&all, |_| {}).await.unwrap();
+    assert_eq!(failed(&results), Vec::<&str>::new(), "{results:#?}");
+    assert_eq!(results.len(), 8 + ORDER_CHECKS.len());
+}
+
+#[tokio::test]
+async fn an_agent_that_ignores_signatures_fails_the_refusal_checks() {
+    let erp = erp().await;
+    erp.verify_with(standardwebhooks::Webhook::new(SECRET).unwrap());
+    erp.set_order_mode(OrderMode::IgnoresSignatures);
+    let results = check_orders(&erp).await;
+    assert_eq!(failed(&results), ORDER_CHECKS[2..5], "{results:#?}");
+    assert!(results[3].detail.contains("signatures are not verified"));
+
+    erp.set_order_mode(OrderMode::Refuses403);
+    let results = check_orders(&erp).await;
+    assert_eq!(failed(&results), ORDER_CHECKS[2..5], "{results:#?}");
+    assert!(results[2].detail.contains("not 401"), "{results:#?}");
+}
+
+#[tokio::test]
+async fn an_agent_that_creates_an_order_per_delivery_fails_the_idempotency_checks() {
+    let erp = erp().await;
+    erp.verify_with(standardwebhooks::Webhook::new(SECRET).unwrap());
+    erp.set_order_mode(OrderMode::CreatesTwice);
+    let results = check_orders(&erp).await;
+    assert_eq!(failed(&results), ORDER_CHECKS[5..], "{results:#?}");
+    assert!(results[5].detail.contains("created twice"), "{results:#?}");
+}
+
+#[tokio::test]
+async fn the_order_checks_need_the_signing_secret_and_fail_without_an_agent() {
+    let mut no_secret = args("http://127.0.0.1:9", None);
+    no_secret.orders = true;
+    assert!(run(&no_secret, |_| {}).await.is_err());
+
+    let mut unreachable = args("http://127.0.0.1:9", Some(SECRET));
+    unreachable.orders_only = true;
+    let results = run(&unreachable, |_| {}).await.unwrap();
+    assert_eq!(failed(&results), ORDER_CHECKS, "{results:#?}");
+}
+
+#[tokio::test]
+async fn the_binary_runs_the_order_checks_and_exits_1_on_a_duplicate_order() {
+    let erp = erp().await;
+    erp.verify_with(standardwebhooks::Webhook::new(SECRET).unwrap());
+    erp.set_order_mode(OrderMode::Answer202);
+    let binary = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_erp-sync"));
+        command
+            .args([
+                "agent-check",
+                &erp.url,
+                "--vendor",
+                "vendor-check",
+                "--orders-only",
+            ])
+            .env("AGENT_CHECK_SIGNING_SECRET", SECRET)
+            .stdin(Stdio::null());
+        command
+    };
+    let ok = binary().output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(stdout.contains("all 7 checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("PASS  callback posted back for a 202: completed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET));
+
+    erp.set_order_mode(OrderMode::CreatesTwice);
+    let failing = binary().output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&failing.stdout);
+    assert_eq!(failing.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  concurrent duplicates: one order"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 of 7 checks failed"), "{stdout}");
 }

@@ -27,6 +27,7 @@ mod rate_limits;
 mod reconciliation;
 mod reconciliation_failures;
 mod reconciliation_routes;
+mod reference_agent;
 mod replicas;
 mod repositories;
 mod security_memory;

@@ -66,6 +66,26 @@ struct Shared {
     bad_signatures: AtomicU64,
     correlation_ids: Mutex<Vec<String>>,
     gate: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+    order_mode: Mutex<OrderMode>,
+    /// Idempotency key → the ERP reference created for it.
+    orders: Mutex<HashMap<String, String>>,
+    created: AtomicU64,
+}
+
+/// How `POST /sync/create-order` answers (signatures are checked as for the reads).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum OrderMode {
+    /// Dedupes on `Idempotency-Key`, answers 200 `{erpReference}`.
+    #[default]
+    Answer200,
+    /// Dedupes, answers 202 and posts the callback to the `X-Agent-Check-Erp-Sync-Url` header.
+    Answer202,
+    /// Never checks a signature.
+    IgnoresSignatures,
+    /// Creates a new ERP order for every delivery, repeated key or not.
+    CreatesTwice,
+    /// Refuses a bad signature with 403 instead of 401.
+    Refuses403,
 }
 
 pub struct MockErp {
@@ -107,6 +127,7 @@ impl MockErp {
         let erp_app = Router::new()
             .route("/sync/checksum", get(checksum))
             .route("/sync/items", get(list_items))
+            .route("/sync/create-order", axum::routing::post(create_order))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -199,11 +220,81 @@ impl MockErp {
         self.shared.correlation_ids.lock().unwrap().clone()
     }
 
+    pub fn set_order_mode(&self, mode: OrderMode) {
+        *self.shared.order_mode.lock().unwrap() = mode;
+    }
+
+    /// ERP orders created through `/sync/create-order`.
+    pub fn orders_created(&self) -> u64 {
+        self.shared.created.load(Ordering::SeqCst)
+    }
+
     pub fn reset_counts(&self) {
         self.shared.checksum_calls.store(0, Ordering::SeqCst);
         self.shared.items_calls.store(0, Ordering::SeqCst);
         self.shared.items_served.store(0, Ordering::SeqCst);
     }
+}
+
+async fn create_order(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mode = *shared.order_mode.lock().unwrap();
+    let verified = mode == OrderMode::IgnoresSignatures
+        || match &*shared.webhook.lock().unwrap() {
+            Some(webhook) => webhook.verify(&body, &headers).is_ok(),
+            None => true,
+        };
+    if !verified {
+        shared.bad_signatures.fetch_add(1, Ordering::SeqCst);
+        let status = if mode == OrderMode::Refuses403 {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        return (status, "bad signature").into_response();
+    }
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "no Idempotency-Key").into_response();
+    };
+    let order: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let reference = {
+        let mut orders = shared.orders.lock().unwrap();
+        if mode == OrderMode::CreatesTwice || !orders.contains_key(&key) {
+            let n = shared.created.fetch_add(1, Ordering::SeqCst) + 1;
+            orders.insert(key.clone(), format!("ERP-{n}"));
+        }
+        orders[&key].clone()
+    };
+    if mode != OrderMode::Answer202 {
+        return Json(json!({"erpReference": reference})).into_response();
+    }
+    let base = headers
+        .get("x-agent-check-erp-sync-url")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    tokio::spawn(async move {
+        let callback = json!({
+            "vendorId": order["vendorId"],
+            "jobId": order["jobId"],
+            "status": "completed",
+            "erpReference": reference,
+        });
+        let _ = reqwest::Client::new()
+            .post(format!("{base}/api/agents/callback"))
+            .bearer_auth("fake-mock-erp-agent-token")
+            .json(&callback)
+            .send()
+            .await;
+    });
+    StatusCode::ACCEPTED.into_response()
 }
 
 type Params = Query<HashMap<String, String>>;
