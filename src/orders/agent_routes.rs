@@ -10,7 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::{dlq_queries::DlqEntry, job_queries::SyncJob, routes::JobStatus};
+use super::{
+    dlq_queries::DlqEntry, job_queries::SyncJob, operator_queries::DlqSelection, routes::JobStatus,
+};
 use crate::{
     error::AppError,
     http::{
@@ -177,7 +179,13 @@ async fn agent_dead_letters(
 ) -> Result<Json<Page<AgentDeadLetter>>, AppError> {
     let page = state
         .orders
-        .dead_letters(Some(&reader.vendor_id), pagination.check()?)
+        .dead_letters_matching(
+            &DlqSelection {
+                vendor_id: Some(&reader.vendor_id),
+                ..DlqSelection::default()
+            },
+            pagination.check()?,
+        )
         .await?;
     Ok(Json(Page {
         data: page.data.into_iter().map(AgentDeadLetter::from).collect(),

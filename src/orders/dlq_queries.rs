@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -78,27 +78,6 @@ pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Optio
     .bind(id)
     .fetch_optional(db)
     .await
-}
-
-/// Unresolved entries, newest first, optionally of one vendor; returns the page and the total.
-pub async fn find_unresolved(
-    db: &PgPool,
-    vendor_id: Option<&str>,
-    limit: i64,
-    offset: i64,
-) -> sqlx::Result<(Vec<DlqEntry>, i64)> {
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM dead_letter_queue
-         WHERE NOT resolved AND ($1::text IS NULL OR vendor_id = $1)
-         ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
-    )))
-    .bind(vendor_id)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(db)
-    .await?;
-    let total = count_unresolved(db, vendor_id).await?;
-    Ok((rows, total))
 }
 
 /// Marks an entry resolved; `None` when there is no such entry. Resolving twice keeps the

@@ -67,6 +67,17 @@ pub struct BulkResult {
     pub entries: Vec<BulkEntry>,
 }
 
+impl BulkResult {
+    fn new(dry_run: bool, entries: Vec<BulkEntry>, more: bool) -> Self {
+        Self {
+            dry_run,
+            count: entries.len(),
+            more,
+            entries,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkEntry {
@@ -222,29 +233,10 @@ impl OrderSync {
         erp_reference: Option<&str>,
     ) -> Result<DlqEntry, AppError> {
         let mut tx = self.inner.db.begin().await?;
-        let entry = dlq::mark_resolved(
-            &mut *tx,
-            id,
-            &actor.name,
-            actor.note.as_deref(),
-            erp_reference,
-        )
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("no dead-letter entry {id}")))?;
-        ops::record_action(
-            &mut *tx,
-            &NewAction {
-                action: "dlq_resolve",
-                actor: &actor.name,
-                note: actor.note.as_deref(),
-                vendor_id: Some(&entry.vendor_id),
-                order_id: entry.order_id,
-                dlq_id: Some(entry.id),
-                details: erp_reference.map(|r| json!({"erpReference": r})),
-                ..NewAction::default()
-            },
-        )
-        .await?;
+        let details = erp_reference.map(|r| json!({"erpReference": r}));
+        let entry = resolve_recorded(&mut tx, id, actor, erp_reference, details)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("no dead-letter entry {id}")))?;
         tx.commit().await?;
         tracing::info!(dlq_id = %id, actor = %actor.name, "dead-letter entry resolved");
         Ok(entry)
@@ -269,13 +261,12 @@ impl OrderSync {
             self.refuse_if_blocked(&vendors).await?;
         }
         if dry_run {
-            return Ok(bulk_result(true, probe, |_| None));
+            return Ok(dry_run_result(probe));
         }
         let mut tx = self.inner.db.begin().await?;
-        let mut selected =
-            ops::select_for_bulk(&mut *tx, selection, true, BULK_LIMIT + 1, true).await?;
-        let more = selected.len() as i64 > BULK_LIMIT;
-        selected.truncate(BULK_LIMIT as usize);
+        let (selected, more) = at_most_one_call(
+            ops::select_for_bulk(&mut *tx, selection, true, BULK_LIMIT + 1, true).await?,
+        );
         let mut created: std::collections::HashMap<Uuid, Uuid> = Default::default();
         let mut changed = Vec::with_capacity(selected.len());
         for entry in selected {
@@ -330,12 +321,7 @@ impl OrderSync {
         tx.commit().await?;
         tracing::info!(actor = %actor.name, retried = changed.len(), more, "bulk dead-letter retry");
         self.wake();
-        Ok(BulkResult {
-            dry_run: false,
-            count: changed.len(),
-            more,
-            entries: changed,
-        })
+        Ok(BulkResult::new(false, changed, more))
     }
 
     /// Bulk resolve: every unresolved entry matching `selection`, oldest first, at most
@@ -350,45 +336,24 @@ impl OrderSync {
             let probe =
                 ops::select_for_bulk(&self.inner.db, selection, false, BULK_LIMIT + 1, false)
                     .await?;
-            return Ok(bulk_result(true, probe, |_| None));
+            return Ok(dry_run_result(probe));
         }
         let mut tx = self.inner.db.begin().await?;
-        let mut selected =
-            ops::select_for_bulk(&mut *tx, selection, false, BULK_LIMIT + 1, true).await?;
-        let more = selected.len() as i64 > BULK_LIMIT;
-        selected.truncate(BULK_LIMIT as usize);
+        let (selected, more) = at_most_one_call(
+            ops::select_for_bulk(&mut *tx, selection, false, BULK_LIMIT + 1, true).await?,
+        );
         let mut changed = Vec::with_capacity(selected.len());
         for entry in selected {
-            let Some(entry) =
-                dlq::mark_resolved(&mut *tx, entry.id, &actor.name, actor.note.as_deref(), None)
-                    .await?
+            let details = Some(json!({"bulk": true}));
+            let Some(entry) = resolve_recorded(&mut tx, entry.id, actor, None, details).await?
             else {
                 continue;
             };
-            ops::record_action(
-                &mut *tx,
-                &NewAction {
-                    action: "dlq_resolve",
-                    actor: &actor.name,
-                    note: actor.note.as_deref(),
-                    vendor_id: Some(&entry.vendor_id),
-                    order_id: entry.order_id,
-                    dlq_id: Some(entry.id),
-                    details: Some(json!({"bulk": true})),
-                    ..NewAction::default()
-                },
-            )
-            .await?;
             changed.push(BulkEntry::of(&entry, None));
         }
         tx.commit().await?;
         tracing::info!(actor = %actor.name, resolved = changed.len(), more, "bulk dead-letter resolve");
-        Ok(BulkResult {
-            dry_run: false,
-            count: changed.len(),
-            more,
-            entries: changed,
-        })
+        Ok(BulkResult::new(false, changed, more))
     }
 
     /// Records an operator's action (re-sync, breaker reset, single retry).
@@ -398,20 +363,50 @@ impl OrderSync {
     }
 }
 
-fn bulk_result(
-    dry_run: bool,
-    mut entries: Vec<DlqEntry>,
-    job: impl Fn(&DlqEntry) -> Option<Uuid>,
-) -> BulkResult {
+/// What one call takes of entries selected `BULK_LIMIT + 1` at a time, and whether more
+/// matched.
+fn at_most_one_call(mut entries: Vec<DlqEntry>) -> (Vec<DlqEntry>, bool) {
     let more = entries.len() as i64 > BULK_LIMIT;
     entries.truncate(BULK_LIMIT as usize);
-    let entries: Vec<BulkEntry> = entries.iter().map(|e| BulkEntry::of(e, job(e))).collect();
-    BulkResult {
-        dry_run,
-        count: entries.len(),
-        more,
-        entries,
-    }
+    (entries, more)
+}
+
+/// A dry run's answer: the entries a real run would change.
+fn dry_run_result(probe: Vec<DlqEntry>) -> BulkResult {
+    let (entries, more) = at_most_one_call(probe);
+    let entries = entries.iter().map(|e| BulkEntry::of(e, None)).collect();
+    BulkResult::new(true, entries, more)
+}
+
+/// Resolves one entry by hand and records the action, in the caller's transaction; `None`
+/// when there is no such entry.
+async fn resolve_recorded(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+    actor: &Actor,
+    erp_reference: Option<&str>,
+    details: Option<Value>,
+) -> Result<Option<DlqEntry>, AppError> {
+    let note = actor.note.as_deref();
+    let Some(entry) = dlq::mark_resolved(&mut *tx, id, &actor.name, note, erp_reference).await?
+    else {
+        return Ok(None);
+    };
+    ops::record_action(
+        &mut *tx,
+        &NewAction {
+            action: "dlq_resolve",
+            actor: &actor.name,
+            note,
+            vendor_id: Some(&entry.vendor_id),
+            order_id: entry.order_id,
+            dlq_id: Some(entry.id),
+            details,
+            ..NewAction::default()
+        },
+    )
+    .await?;
+    Ok(Some(entry))
 }
 
 fn timeline_events(

@@ -293,21 +293,6 @@ impl OrderSync {
         Ok(Page::new(rows, pagination, total))
     }
 
-    pub async fn dead_letters(
-        &self,
-        vendor_id: Option<&str>,
-        pagination: Pagination,
-    ) -> Result<Page<DlqEntry>, AppError> {
-        let (rows, total) = dlq::find_unresolved(
-            &self.inner.db,
-            vendor_id,
-            i64::from(pagination.limit()),
-            pagination.offset(),
-        )
-        .await?;
-        Ok(Page::new(rows, pagination, total))
-    }
-
     pub async fn dead_letter_entry(&self, id: Uuid) -> Result<DlqEntry, AppError> {
         dlq::find_by_id(&self.inner.db, id)
             .await?

@@ -7,7 +7,10 @@ use erp_sync::{
         model::{MappingType, SeedEntry},
         queries as mappings,
     },
-    orders::{delivery_queries as delivery, dlq_queries as dlq, job_queries as jobs},
+    orders::{
+        delivery_queries as delivery, dlq_queries as dlq, job_queries as jobs,
+        operator_queries::{DlqSelection, list_dead_letters},
+    },
     reconciliation::queries as events,
 };
 use serde_json::json;
@@ -327,10 +330,16 @@ async fn dead_letter_queue_repository(db: PgPool) {
         entry
     );
     assert_eq!(dlq::count_unresolved(&db, None).await.unwrap(), 1);
-    let (page, total) = dlq::find_unresolved(&db, Some("v1"), 10, 0).await.unwrap();
+    let unresolved_of = |vendor_id| DlqSelection {
+        vendor_id: Some(vendor_id),
+        ..DlqSelection::default()
+    };
+    let (page, total) = list_dead_letters(&db, &unresolved_of("v1"), 10, 0)
+        .await
+        .unwrap();
     assert_eq!((page.len(), total), (1, 1));
     assert_eq!(
-        dlq::find_unresolved(&db, Some("v2"), 10, 0)
+        list_dead_letters(&db, &unresolved_of("v2"), 10, 0)
             .await
             .unwrap()
             .1,
