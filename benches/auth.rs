@@ -24,7 +24,6 @@ use std::{
 use common::cleanup_redis;
 use futures::StreamExt;
 use serde_json::json;
-use sqlx::{Connection, PgConnection};
 
 const API_KEY: &str = "bench-api-secret-0123456789abcdefghijkl";
 const TOKEN: &str = "bench-real-agent-token-0123456789";
@@ -38,17 +37,8 @@ struct Scenario {
 
 async fn run(scenario: &Scenario, index: usize, master: &str, wrong_tokens: usize) {
     let db_name = format!("erp_sync_auth_bench_{}_{index}", std::process::id());
-    let db_url = format!("{}/{db_name}", master.rsplit_once('/').unwrap().0);
-    let mut admin = PgConnection::connect(master).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (mut admin, db_url) = common::create_database(master, &db_name).await;
+    let port = common::free_port();
     let prefix = format!("erp-sync-auth-bench-{}-{index}", std::process::id());
     let mut command = Command::new(env!("CARGO_BIN_EXE_erp-sync"));
     command

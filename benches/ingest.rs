@@ -328,22 +328,10 @@ async fn main() {
         .or_else(|_| std::env::var("DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let db_name = format!("erp_sync_bench_{}", std::process::id());
-    let db_url = format!("{}/{db_name}", master.rsplit_once('/').unwrap().0);
+    let (mut admin, db_url) = common::create_database(&master, &db_name).await;
     let prefix = format!("erp-sync-bench-{}", std::process::id());
 
-    let mut admin = PgConnection::connect(&master)
-        .await
-        .expect("Postgres answers");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let binary = env!("CARGO_BIN_EXE_erp-sync");
     let child = Command::new(binary)
         .env("APP_ENV", "development")

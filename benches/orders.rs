@@ -29,7 +29,7 @@ use std::{
 
 use axum::{Json, Router, http::StatusCode, routing::post};
 use serde_json::json;
-use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+use sqlx::{PgConnection, postgres::PgPoolOptions};
 
 const API_KEY: &str = "bench-api-secret-0123456789abcdefghijkl";
 
@@ -55,17 +55,8 @@ struct Service {
 impl Service {
     async fn start(master: &str, tag: &str, concurrency: usize) -> Self {
         let db_name = format!("erp_sync_orders_bench_{tag}");
-        let db_url = format!("{}/{db_name}", master.rsplit_once('/').unwrap().0);
-        let mut admin = PgConnection::connect(master).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let (admin, db_url) = common::create_database(master, &db_name).await;
+        let port = common::free_port();
         let prefix = format!("erp-sync-orders-bench-{tag}");
         let child = Command::new(env!("CARGO_BIN_EXE_erp-sync"))
             .env("HOST", "127.0.0.1")

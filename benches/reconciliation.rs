@@ -24,7 +24,7 @@ use erp_sync::reconciliation::{catalogue_queries, range::SkuRange};
 use mock_erp::{MockErp, erp_item};
 use rand::{SeedableRng, seq::index::sample};
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
+use sqlx::{PgPool, postgres::PgPoolOptions};
 
 const API_KEY: &str = "bench-api-secret-0123456789abcdefghijkl";
 const AGENT_SECRET: &str = "bench-agent-secret-000";
@@ -132,18 +132,9 @@ async fn main() {
         .or_else(|_| std::env::var("DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let db_name = format!("erp_sync_recon_bench_{}", std::process::id());
-    let db_url = format!("{}/{db_name}", master.rsplit_once('/').unwrap().0);
-    let mut admin = PgConnection::connect(&master).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let (mut admin, db_url) = common::create_database(&master, &db_name).await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let prefix = format!("erp-sync-recon-bench-{}", std::process::id());
     let server = Server(
         Command::new(env!("CARGO_BIN_EXE_erp-sync"))

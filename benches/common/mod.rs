@@ -18,3 +18,27 @@ pub fn cleanup_redis(prefix: &str) {
             .query(&mut conn);
     }
 }
+
+/// Creates `db_name` on the server of `master`; returns the admin connection (to drop the
+/// database afterwards) and the new database's URL.
+pub async fn create_database(master: &str, db_name: &str) -> (sqlx::PgConnection, String) {
+    use sqlx::Connection as _;
+    let db_url = format!("{}/{db_name}", master.rsplit_once('/').unwrap().0);
+    let mut admin = sqlx::PgConnection::connect(master)
+        .await
+        .expect("Postgres answers");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    (admin, db_url)
+}
+
+/// A free port on 127.0.0.1 for the service under test.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
